@@ -1,0 +1,310 @@
+"""Loading and saving models: bundled checkpoints, Hugging Face GPT-2 folders and cache.
+
+Nothing here unpickles code: weights come from safetensors, or from ``torch.load`` with
+``weights_only=True``. Every failure is one ``CheckpointError`` that names the file and what
+was expected, so the app can show it instead of a traceback. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gptviz.config import GPTConfig
+from gptviz.model import GPT
+
+ASSETS = Path(__file__).parent / "assets"
+BUNDLED = ("gpt2-style", "seed")  # the first is the app's default (the better model)
+HF_NAMES = ("gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or not what we expected (message says which)."""
+
+
+def save_checkpoint(model: GPT, path: str | Path, dtype: torch.dtype = torch.float32, **meta: str) -> None:
+    """Write weights as safetensors with the config in the metadata (tied weights once)."""
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    if model.cfg.tie_weights:
+        state.pop("unembed.weight")
+    save_file(state, str(path), metadata={"config": json.dumps(model.cfg.to_dict()), **meta})
+
+
+def load_checkpoint(path: str | Path) -> GPT:
+    """Load a gptviz safetensors checkpoint written by ``save_checkpoint``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: no gptviz config in the safetensors metadata")
+    try:
+        cfg = GPTConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: bad config in metadata ({exc})") from exc
+    model = GPT(cfg)
+    _load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
+    return model.eval()
+
+
+def _load_state(model: GPT, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Strict load with shape and dtype checks, reported as one readable error."""
+    expected = model.state_dict()
+    if model.cfg.tie_weights:
+        expected.pop("unembed.weight")
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    not_float = [k for k in state if k in expected and not state[k].is_floating_point()]
+    problems = []
+    if missing:
+        problems.append(f"missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    if extra:
+        problems.append(f"unexpected {extra[:5]}{' …' if len(extra) > 5 else ''}")
+    if wrong:
+        problems.append(f"wrong shape {wrong[:3]}")
+    if not_float:
+        problems.append(f"not floating point {not_float[:3]}")
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
+    with torch.no_grad():
+        for k, v in expected.items():
+            v.copy_(state[k])
+
+
+# --- the bundled models -------------------------------------------------------------------
+
+
+def bundled_card(name: str) -> dict:
+    """The JSON model card written by ``gptviz train`` (empty if the model has none)."""
+    path = ASSETS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def bundled_snapshots(name: str) -> list[int]:
+    """Training steps for which a snapshot of bundled model ``name`` ships, ascending."""
+    folder = ASSETS / f"{name}-snapshots"
+    return sorted(int(p.stem.removeprefix("step")) for p in folder.glob("step*.safetensors"))
+
+
+def _load_bundled(name: str) -> GPT:
+    base, _, step = name.partition("@")
+    if base not in BUNDLED:
+        raise CheckpointError(f"unknown bundled model {base!r}; bundled models are {list(BUNDLED)}")
+    if step:
+        if not step.isdigit() or int(step) not in bundled_snapshots(base):
+            raise CheckpointError(
+                f"bundled model {base!r} has no snapshot at step {step!r}; steps: {bundled_snapshots(base)}"
+            )
+        model = load_checkpoint(ASSETS / f"{base}-snapshots" / f"step{int(step):06d}.safetensors")
+    else:
+        model = load_checkpoint(ASSETS / f"{base}.safetensors")
+    model.card = bundled_card(base)
+    return model
+
+
+# --- Hugging Face GPT-2 checkpoints -----------------------------------------------------------
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Where the Hugging Face hub cache may be, in the order ``huggingface_hub`` looks."""
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    dirs.append(Path(xdg) / "huggingface" / "hub")
+    return list(dict.fromkeys(dirs))
+
+
+def find_in_hf_cache(name: str) -> Path | None:
+    """The snapshot folder of model ``name`` (``gpt2`` or ``openai-community/gpt2``) if cached."""
+    repos = [name] if "/" in name else [name, f"openai-community/{name}", f"distilbert/{name}"]
+    for cache in hf_cache_dirs():
+        for repo in repos:
+            root = cache / ("models--" + repo.replace("/", "--"))
+            snapshots = root / "snapshots"
+            if not snapshots.is_dir():
+                continue
+            ref = root / "refs" / "main"
+            if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+                return snapshots / ref.read_text().strip()
+            candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+            for c in candidates:
+                if (c / "config.json").is_file():
+                    return c
+    return None
+
+
+def cached_gpt2_models() -> list[str]:
+    """Names of GPT-2-family models present in the local Hugging Face cache."""
+    found = []
+    for cache in hf_cache_dirs():
+        if not cache.is_dir():
+            continue
+        for root in sorted(cache.glob("models--*")):
+            repo = root.name.removeprefix("models--").replace("--", "/")
+            snap = find_in_hf_cache(repo)
+            if snap is None:
+                continue
+            try:
+                if json.loads((snap / "config.json").read_text()).get("model_type") == "gpt2":
+                    found.append(repo.removeprefix("openai-community/").removeprefix("distilbert/"))
+            except (OSError, ValueError):
+                continue
+    return list(dict.fromkeys(found))
+
+
+def _hf_config(folder: Path) -> GPTConfig:
+    path = folder / "config.json"
+    try:
+        hf = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json)") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if hf.get("model_type") != "gpt2":
+        raise CheckpointError(f"{path}: model_type is {hf.get('model_type')!r}; only GPT-2 checkpoints are supported")
+    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
+        raise CheckpointError(f"{path}: GPT-2 attention variants (scale by layer index) are not supported")
+    act = hf.get("activation_function", "gelu_new")
+    act = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}.get(act)
+    if act is None:
+        raise CheckpointError(f"{path}: unsupported activation {hf.get('activation_function')!r}")
+    d = hf.get("n_embd", 768)
+    try:
+        return GPTConfig(
+            vocab_size=hf.get("vocab_size", 50257),
+            n_layer=hf.get("n_layer", 12),
+            n_head=hf.get("n_head", 12),
+            d_model=d,
+            d_mlp=hf.get("n_inner") or 4 * d,
+            n_ctx=hf.get("n_positions", hf.get("n_ctx", 1024)),
+            pos="learned",
+            norm="pre",
+            act=act,
+            tie_weights=hf.get("tie_word_embeddings", True),
+            ln_eps=hf.get("layer_norm_epsilon", 1e-5),
+            tokenizer="gpt2",
+        )
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Weights from model.safetensors (single or sharded) or pytorch_model.bin (no pickled code)."""
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    legacy = folder / "pytorch_model.bin"
+    try:
+        if single.is_file():
+            return load_file(str(single))
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state = {}
+            for shard in shards:
+                state.update(load_file(str(folder / shard)))
+            return state
+        if legacy.is_file():
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        bad = single if single.is_file() else index if index.is_file() else legacy
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{bad}: cannot read the weights safely ({reason})") from exc
+    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin next to config.json")
+
+
+def hf_to_gptviz(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
+    """Rename Hugging Face GPT-2 weights to ours; Conv1D weights are [in, out], so transpose."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("transformer.")
+        if key.endswith((".attn.bias", ".attn.masked_bias")) or key == "lm_head.weight":
+            continue  # causal-mask buffers; lm_head is tied to wte
+        parts = key.split(".")
+        if parts[0] == "h":
+            i, rest = parts[1], ".".join(parts[2:])
+            sub = {
+                "ln_1": "ln1",
+                "ln_2": "ln2",
+            }.get(parts[2], parts[2])
+            rest = ".".join([sub, *parts[3:]])
+            if rest.endswith("weight") and any(s in rest for s in ("c_attn", "c_proj", "c_fc")):
+                value = value.t()
+            out[f"blocks.{i}.{rest}"] = value
+        else:
+            name = {"wte.weight": "embed.weight", "wpe.weight": "pos_embed.weight"}.get(key)
+            if name is None and key.startswith("ln_f."):
+                name = "ln_final." + key.removeprefix("ln_f.")
+            out[name or key] = value
+    if not cfg.tie_weights and "lm_head.weight" in state:
+        out["unembed.weight"] = state["lm_head.weight"]
+    return out
+
+
+def load_hf_folder(folder: str | Path) -> GPT:
+    """A Hugging Face GPT-2 folder: ``config.json`` + ``model.safetensors``/``pytorch_model.bin``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder")
+    cfg = _hf_config(folder)
+    model = GPT(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in _read_weights(folder).items()}
+    _load_state(model, hf_to_gptviz(state, cfg), folder)
+    return model.eval()
+
+
+# --- one entry point ----------------------------------------------------------------------
+
+
+def load_model(spec: str | Path = "bundled:gpt2-style") -> GPT:
+    """Load a model from a spec, offline.
+
+    - ``bundled:gpt2-style`` / ``bundled:seed`` (``@STEP`` for a training snapshot);
+    - a folder with a Hugging Face GPT-2 ``config.json``, or a gptviz ``.safetensors`` file;
+    - a model name in the local Hugging Face cache: ``gpt2``, ``distilgpt2``,
+      ``openai-community/gpt2-medium``… (``HF_HUB_CACHE`` / ``HF_HOME`` respected).
+    The returned model is in eval mode and carries ``.name`` (the spec) and ``.card``.
+    """
+    text = str(spec).strip()
+    if not text:
+        raise CheckpointError("empty model spec")
+    if text.startswith("bundled:") or text.split("@")[0] in BUNDLED:
+        model = _load_bundled(text.removeprefix("bundled:"))
+    else:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            model = load_hf_folder(path)
+        elif path.is_file():
+            if path.suffix != ".safetensors":
+                raise CheckpointError(f"{path}: expected a .safetensors file or a checkpoint folder")
+            model = load_checkpoint(path)
+        elif (snap := find_in_hf_cache(text)) is not None:
+            model = load_hf_folder(snap)
+        else:
+            where = ", ".join(str(d) for d in hf_cache_dirs())
+            raise CheckpointError(
+                f"{text!r}: not a bundled model ({', '.join('bundled:' + b for b in BUNDLED)}), "
+                f"not an existing file or folder, and not in the Hugging Face cache ({where})"
+            )
+        model.card = {}
+    model.name = text if text.split("@")[0] not in BUNDLED else f"bundled:{text}"
+    return model

@@ -1,0 +1,270 @@
+"""Train the bundled models on Tiny Shakespeare: BPE tokenizer, GPT, model card, snapshots.
+
+Splits are by bytes: first 85% train, next 5% validation (checkpoint selection), last 10% test
+(the reported bits per byte, never used for a choice). Training uses the fused attention path
+(tested equal to the explicit one); the saved weights are the best-validation step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from gptviz.checkpoints import ASSETS, save_checkpoint
+from gptviz.config import GPTConfig, preset
+from gptviz.model import GPT
+from gptviz.tokenizer import Tokenizer, get_tokenizer, save_ranks, train_bpe
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+SPLITS = (0.85, 0.05, 0.10)
+
+
+def split_text(text: str) -> tuple[str, str, str]:
+    """Train / validation / test by UTF-8 bytes (85 / 5 / 10), cut on character boundaries."""
+    data = text.encode("utf-8")
+    cuts = [int(len(data) * SPLITS[0]), int(len(data) * (SPLITS[0] + SPLITS[1]))]
+    for i, c in enumerate(cuts):
+        while c < len(data) and (data[c] & 0xC0) == 0x80:  # never cut inside a character
+            c += 1
+        cuts[i] = c
+    return (
+        data[: cuts[0]].decode("utf-8"),
+        data[cuts[0] : cuts[1]].decode("utf-8"),
+        data[cuts[1] :].decode("utf-8"),
+    )
+
+
+def read_corpus(path: str | Path | None = None) -> str:
+    path = Path(path) if path else DEFAULT_DATA
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus not found at {path} (pass --data PATH)")
+    return path.read_text(encoding="utf-8")
+
+
+@torch.no_grad()
+def token_nll(model: GPT, ids: list[int], ctx: int | None = None) -> tuple[float, int]:
+    """Sum of -log2 p(token) over ``ids`` with a sliding window.
+
+    Windows of the model's context, stride half a context: every token after the first is
+    scored exactly once, with at least half a context before it (except at the start).
+    The first token has no context and is not scored. Returns (bits, tokens scored).
+    """
+    model.eval()
+    ctx = ctx or model.cfg.n_ctx
+    stride = ctx // 2
+    x = torch.tensor(ids, dtype=torch.long)
+    total, scored, start = 0.0, 0, 0
+    while True:
+        end = min(start + ctx, len(ids))
+        window = x[start:end][None]
+        logp = F.log_softmax(model(window, fused=True)[0, :-1].float(), -1)
+        nll = -logp.gather(-1, window[0, 1:, None])[:, 0] / math.log(2)
+        first_new = 0 if start == 0 else (scored + 1) - start - 1  # index in nll of first unscored
+        total += nll[first_new:].sum().item()
+        scored += len(nll) - first_new
+        if end == len(ids):
+            return total, scored
+        start += stride
+
+
+def bits_per_byte(model: GPT, tokenizer: Tokenizer, text: str) -> float:
+    """Σ −log₂ p(token) / UTF-8 bytes of ``text`` (tokenized once, sliding windows)."""
+    bits, _ = token_nll(model, tokenizer.encode(text))
+    return bits / len(text.encode("utf-8"))
+
+
+@torch.no_grad()
+def sample(model: GPT, tokenizer: Tokenizer, prompt: str, n: int, temperature: float = 0.8, seed: int = 0) -> str:
+    """Sample ``n`` tokens after ``prompt`` (for the model card and quick checks)."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    ids = tokenizer.encode(prompt)
+    for _ in range(n):
+        logits = model(torch.tensor([ids[-model.cfg.n_ctx :]]), fused=True)[0, -1]
+        probs = F.softmax(logits / temperature, -1)
+        ids.append(int(torch.multinomial(probs, 1, generator=g)))
+    return tokenizer.decode(ids)
+
+
+@dataclass
+class TrainSpec:
+    """Everything that defines a training run (recorded in the model card)."""
+
+    name: str
+    preset: str
+    vocab: int = 2048
+    d_model: int = 160
+    n_layer: int = 4
+    n_head: int = 4
+    d_mlp: int = 640
+    n_ctx: int = 128
+    dropout: float = 0.2
+    act: str = "gelu"
+    steps: int = 2000
+    batch: int = 32
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    eval_every: int = 100
+    seed: int = 1337
+    snapshots: list[int] = field(default_factory=list)
+
+    def config(self, tokenizer: Tokenizer) -> GPTConfig:
+        base = preset(self.preset)
+        return base.replace(
+            vocab_size=tokenizer.vocab_size,
+            d_model=self.d_model,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            d_mlp=self.d_mlp,
+            n_ctx=self.n_ctx,
+            dropout=self.dropout,
+            act=self.act if self.preset != "seed" else "relu",
+            tokenizer=tokenizer.name,
+        )
+
+
+def lr_at(step: int, spec: TrainSpec) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr``."""
+    if step < spec.warmup:
+        return spec.lr * (step + 1) / spec.warmup
+    progress = min(1.0, (step - spec.warmup) / max(1, spec.steps - spec.warmup))
+    return spec.min_lr + 0.5 * (spec.lr - spec.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def ensure_tokenizer(train_text: str, vocab: int, out_dir: Path) -> Tokenizer:
+    """Train (once) and load the bundled BPE; its name records corpus and size."""
+    name = f"shakespeare-bpe-{vocab}"
+    path = out_dir / f"{name}.tiktoken"
+    if not path.exists():
+        save_ranks(train_bpe(train_text, vocab), path)
+    return get_tokenizer(str(path))
+
+
+def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = None, resume: bool = True) -> dict:
+    """Train, keep the best validation weights, write ``<name>.safetensors`` and a card."""
+    t_start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_text, val_text, test_text = split_text(read_corpus(data))
+    tok = ensure_tokenizer(train_text, spec.vocab, out_dir)
+    cfg = spec.config(tok)
+    train_ids = torch.tensor(tok.encode(train_text), dtype=torch.long)
+    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
+
+    torch.manual_seed(spec.seed)
+    model = GPT(cfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.95),
+    )
+    gen = torch.Generator().manual_seed(spec.seed)
+    state_path = out_dir / f"{spec.name}.train-state.pt"
+    step, best_val, best_state, history = 0, float("inf"), None, []
+    if resume and state_path.exists():
+        st = torch.load(state_path, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        step, best_val, best_state, history = st["step"], st["best_val"], st["best_state"], st["history"]
+        print(f"resumed {spec.name} at step {step}")
+    snap_dir = out_dir / f"{spec.name}-snapshots"
+
+    def val_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            n = (len(val_ids) - 1) // cfg.n_ctx
+            xs = val_ids[: n * cfg.n_ctx + 1]
+            x = xs[:-1].view(n, cfg.n_ctx)
+            y = xs[1:].view(n, cfg.n_ctx)
+            loss = F.cross_entropy(model(x, fused=True).flatten(0, 1), y.flatten())
+        model.train()
+        return loss.item()
+
+    def snapshot(at: int) -> None:
+        if at in spec.snapshots:
+            snap_dir.mkdir(exist_ok=True)
+            save_checkpoint(model, snap_dir / f"step{at:06d}.safetensors", torch.float16, step=str(at))
+
+    model.train()
+    bar = tqdm(total=spec.steps, initial=step, desc=spec.name, unit="step", dynamic_ncols=True)
+    tokens_per_step = spec.batch * cfg.n_ctx
+    t0, done_here = time.time(), 0
+    while step < spec.steps:
+        snapshot(step)
+        starts = torch.randint(0, len(train_ids) - cfg.n_ctx - 1, (spec.batch,), generator=gen)
+        chunk = torch.stack([train_ids[s : s + cfg.n_ctx + 1] for s in starts.tolist()])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, spec)
+        loss = F.cross_entropy(model(chunk[:, :-1], fused=True).flatten(0, 1), chunk[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        done_here += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_step * done_here / (time.time() - t0):.0f}")
+        if step % spec.eval_every == 0 or step == spec.steps:
+            v = val_loss()
+            history.append({"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(v, 4)})
+            if v < best_val:
+                best_val = v
+                best_state = {k: t.clone() for k, t in model.state_dict().items()}
+            bar.write(f"step {step}: train {loss.item():.3f}  val {v:.3f}  (best {best_val:.3f})")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": step,
+                    "best_val": best_val,
+                    "best_state": best_state,
+                    "history": history,
+                },
+                state_path,
+            )
+    bar.close()
+    snapshot(step)
+    model.load_state_dict(best_state)
+    model.eval()
+    save_checkpoint(model, out_dir / f"{spec.name}.safetensors")
+    card = {
+        "name": spec.name,
+        "config": cfg.to_dict(),
+        "parameters": model.num_params(),
+        "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "file": f"{tok.name}.tiktoken"},
+        "data": "Tiny Shakespeare (char-rnn, MIT), splits by bytes 85/5/10 train/val/test",
+        "training": {k: v for k, v in spec.__dict__.items()},
+        "tokens_seen": step * tokens_per_step,
+        "train_loss_nats": history[-1]["train_loss"],
+        "best_val_loss_nats": round(best_val, 4),
+        "val_loss_fixed_slice_nats": round(val_loss(), 4),
+        "test_bits_per_byte": round(bits_per_byte(model, tok, test_text), 4),
+        "history": history,
+        "sample": sample(model, tok, "ROMEO:", 200),
+        "wall_time_s": round(time.time() - t_start, 1),
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "snapshots": sorted(p.name for p in snap_dir.glob("*.safetensors")) if snap_dir.exists() else [],
+    }
+    (out_dir / f"{spec.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    state_path.unlink(missing_ok=True)
+    return card
+
+
+RECIPES: dict[str, TrainSpec] = {
+    "gpt2-style": TrainSpec(name="gpt2-style", preset="gpt2", snapshots=[0, 50, 200, 600, 2000]),
+    "seed": TrainSpec(name="seed", preset="seed", act="relu"),
+}

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny random models of both recipes (fast, deterministic)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptviz.config import preset
+from gptviz.model import GPT
+
+
+def tiny_model(kind: str = "gpt2", seed: int = 0, **changes) -> GPT:
+    """A small random GPT with GPT-2's vocabulary, so any text tokenizes."""
+    torch.manual_seed(seed)
+    cfg = preset(kind, n_layer=2, n_head=4, d_model=32, d_mlp=64, n_ctx=64, **changes)
+    model = GPT(cfg).eval()
+    model.name = f"tiny-{kind}"
+    return model
+
+
+@pytest.fixture(params=["gpt2", "seed"])
+def model(request) -> GPT:
+    return tiny_model(request.param)
+
+
+@pytest.fixture
+def gpt2_tiny() -> GPT:
+    return tiny_model("gpt2")

@@ -1,0 +1,67 @@
+import pickle
+
+import numpy as np
+import pytest
+
+import gptviz
+from gptviz.hooks import count_hooks
+
+
+def test_run_gives_ids_tokens_and_arrays(gpt2_tiny):
+    trace = gptviz.run(gpt2_tiny, "Hello, world!")
+    assert trace.ids.tolist() == [15496, 11, 995, 0]
+    assert trace.tokens == ("Hello", ",", " world", "!")
+    assert trace["hook_embed"].shape == (4, 32)
+    assert trace["blocks.1.attn.hook_q"].shape == (4, 4, 8)
+    assert trace["hook_logits"].shape == (4, 50257)
+    assert not trace.truncated
+    np.testing.assert_allclose(trace.probs().sum(), 1.0, atol=1e-5)
+
+
+def test_empty_prompt_is_a_clear_error_and_whitespace_runs(gpt2_tiny):
+    with pytest.raises(gptviz.EmptyPromptError, match="empty"):
+        gptviz.run(gpt2_tiny, "")
+    assert gptviz.run(gpt2_tiny, "   \n\t").n_tokens >= 1
+    with pytest.raises(TypeError):
+        gptviz.run(gpt2_tiny, None)
+
+
+def test_long_input_is_truncated_with_a_flag(gpt2_tiny):
+    trace = gptviz.run(gpt2_tiny, "word " * 20_000)  # 100k characters
+    assert trace.truncated
+    assert trace.n_tokens == gpt2_tiny.cfg.n_ctx
+    assert trace.n_input_tokens == 20_001  # "word" + 19,999 " word" + the trailing space
+    assert count_hooks(gpt2_tiny) == 0
+
+
+def test_trace_arrays_are_read_only_and_picklable(gpt2_tiny):
+    trace = gptviz.run(gpt2_tiny, "Hello, world!")
+    with pytest.raises(ValueError):
+        trace["hook_embed"][0, 0] = 1.0
+    again = pickle.loads(pickle.dumps(trace))
+    np.testing.assert_array_equal(again["blocks.0.attn.hook_pattern"], trace["blocks.0.attn.hook_pattern"])
+    assert again.tokens == trace.tokens
+
+
+def test_positions_are_copied_not_aliased(gpt2_tiny):
+    trace = gptviz.run(gpt2_tiny, "Hello, world!")
+    weight = gpt2_tiny.pos_embed.weight.detach().numpy()
+    assert not np.shares_memory(trace["hook_pos_embed"], weight)
+
+
+def test_npz_round_trip(tmp_path, gpt2_tiny):
+    for precision in ("compact", "full"):
+        trace = gptviz.run(gpt2_tiny, "Héllo 😀 <b>world</b>", precision=precision)
+        path = trace.save(tmp_path / f"t-{precision}.npz")
+        back = gptviz.load_trace(path)
+        assert back.tokens == trace.tokens and back.token_bytes == trace.token_bytes
+        assert back.config == trace.config and back.precision == precision
+        assert set(back.keys()) == set(trace.keys())
+        for name in trace.keys():
+            np.testing.assert_array_equal(back[name], trace[name])
+
+
+def test_unknown_hook_name_is_a_key_error(gpt2_tiny):
+    trace = gptviz.run(gpt2_tiny, "Hi")
+    with pytest.raises(KeyError, match="trace.keys"):
+        trace["blocks.9.hook_nothing"]
