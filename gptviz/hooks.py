@@ -1,21 +1,29 @@
-"""Named activation points and a context manager that hooks them safely.
+"""Named activation points and a context manager that hooks them for one call only.
 
 A ``HookPoint`` is an identity module with a stable name (TransformerLens's vocabulary). Hooks
-are added only inside ``hooks(...)`` and removed in ``finally``, so a failing page, an
-interrupted run or two browser tabs sharing one cached model never leave a hook behind.
-A hook function that *returns* a tensor replaces the activation: that is how ablation works,
-without ever touching the weights.
+are attached with ``with hooks(model, [(name, fn)]): ...``. They live in a ``ContextVar``, not
+on the modules: a cached model shared by many Streamlit sessions (each its own thread) is never
+mutated, so two browser tabs running at once cannot see each other's hooks, and leaving the
+``with`` block (normally or by an exception) always detaches them.
+
+A hook function ``fn(activation, name)`` that *returns* a tensor replaces the activation: that
+is how ablation works, without ever touching the weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
 
 HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+Selector = str | Callable[[str], bool]
+
+# HookPoint -> the functions attached to it in the current context (thread / task).
+_ACTIVE: ContextVar[dict[nn.Module, tuple[HookFn, ...]]] = ContextVar("gptviz_hooks", default={})  # noqa: B039
 
 
 class HookPoint(nn.Module):
@@ -26,6 +34,12 @@ class HookPoint(nn.Module):
         self.name = ""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fns = _ACTIVE.get().get(self)
+        if fns:
+            for fn in fns:
+                out = fn(x, self.name)
+                if out is not None:
+                    x = out
         return x
 
 
@@ -39,39 +53,36 @@ def name_hook_points(model: nn.Module) -> dict[str, HookPoint]:
     return points
 
 
-def _matches(name: str, selector: str | Callable[[str], bool]) -> bool:
-    return selector(name) if callable(selector) else name == selector
-
-
 @contextmanager
-def hooks(model: nn.Module, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator[nn.Module]:
+def hooks(model: nn.Module, fwd_hooks: Sequence[tuple[Selector, HookFn]]) -> Iterator[nn.Module]:
     """Run ``model`` with ``fn(activation, name)`` attached to each selected hook point.
 
-    A selector is a hook name or a predicate on names. Unknown names raise ``KeyError`` so a
-    typo cannot silently capture nothing. Handles are removed even if the forward pass fails.
+    A selector is a hook name or a predicate on names; functions run in the order given.
+    Unknown names raise ``KeyError`` so a typo cannot silently capture nothing. Nested blocks
+    add to the outer ones.
     """
-    points = {n: m for n, m in model.named_modules() if isinstance(m, HookPoint)}
-    handles = []
+    points = getattr(model, "hook_points", None) or {
+        n: m for n, m in model.named_modules() if isinstance(m, HookPoint)
+    }
+    active = {k: list(v) for k, v in _ACTIVE.get().items()}
+    for selector, fn in fwd_hooks:
+        if callable(selector):
+            chosen = [p for n, p in points.items() if selector(n)]
+        elif selector in points:
+            chosen = [points[selector]]
+        else:
+            raise KeyError(f"no hook point named {selector!r}")
+        for point in chosen:
+            active.setdefault(point, []).append(fn)
+    token = _ACTIVE.set({k: tuple(v) for k, v in active.items()})
     try:
-        for selector, fn in fwd_hooks:
-            chosen = [n for n in points if _matches(n, selector)]
-            if not chosen and not callable(selector):
-                raise KeyError(f"no hook point named {selector!r}")
-            for name in chosen:
-                handles.append(points[name].register_forward_hook(_adapt(fn, name)))
         yield model
     finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _adapt(fn: HookFn, name: str) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
-    def forward_hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        return fn(output, name)
-
-    return forward_hook
+        _ACTIVE.reset(token)
 
 
 def count_hooks(model: nn.Module) -> int:
-    """Number of forward hooks still registered anywhere in ``model`` (tests expect 0)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """Hooks attached to ``model``: module hooks plus those active in this context (expect 0)."""
+    active = _ACTIVE.get()
+    registered = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return registered + sum(len(active.get(m, ())) for m in model.modules())

@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 import gptviz
 from gptviz.hooks import count_hooks
@@ -65,3 +66,37 @@ def test_unknown_hook_name_is_a_key_error(gpt2_tiny):
     trace = gptviz.run(gpt2_tiny, "Hi")
     with pytest.raises(KeyError, match="trace.keys"):
         trace["blocks.9.hook_nothing"]
+
+
+def test_concurrent_runs_on_one_model_never_mix_captures(gpt2_tiny):
+    """Streamlit runs each session in its own thread over one cached model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def zero_head(h):
+        def fn(z, name):
+            z = z.clone()
+            z[:, :, h] = 0
+            return z
+
+        return fn
+
+    jobs = [(f"prompt number {i} " * (i + 1), i % 4 if i % 2 else None) for i in range(8)]
+
+    def work(job):
+        text, head = job
+        extra = [("blocks.1.attn.hook_z", zero_head(head))] if head is not None else []
+        return gptviz.run(gpt2_tiny, text, precision="full", extra_hooks=extra)
+
+    expected = [work(j) for j in jobs]
+    before = {k: v.clone() for k, v in gpt2_tiny.state_dict().items()}
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(work, jobs * 2))
+        for i, trace in enumerate(got):
+            ref = expected[i % len(jobs)]
+            assert trace.tokens == ref.tokens
+            np.testing.assert_array_equal(trace["hook_logits"], ref["hook_logits"])
+            np.testing.assert_array_equal(trace["blocks.1.attn.hook_z"], ref["blocks.1.attn.hook_z"])
+    assert count_hooks(gpt2_tiny) == 0
+    for k, v in gpt2_tiny.state_dict().items():
+        assert torch.equal(v, before[k])
