@@ -61,9 +61,7 @@ def hooks(model: nn.Module, fwd_hooks: Sequence[tuple[Selector, HookFn]]) -> Ite
     Unknown names raise ``KeyError`` so a typo cannot silently capture nothing. Nested blocks
     add to the outer ones.
     """
-    points = getattr(model, "hook_points", None) or {
-        n: m for n, m in model.named_modules() if isinstance(m, HookPoint)
-    }
+    points = getattr(model, "hook_points", None) or {n: m for n, m in model.named_modules() if isinstance(m, HookPoint)}
     active = {k: list(v) for k, v in _ACTIVE.get().items()}
     for selector, fn in fwd_hooks:
         if callable(selector):

@@ -176,3 +176,8 @@ def run(
         precision=precision,
         store=store,
     )
+
+
+def trace_nbytes(trace: Trace) -> int:
+    """Bytes held by a trace's arrays (for cache budgets and the benchmarks)."""
+    return sum(a.nbytes for a in trace.store.values()) + trace.ids.nbytes

@@ -1,0 +1,61 @@
+"""gptviz home: what a GPT does, the pipeline at a glance, the current model's card."""
+
+import streamlit as st
+
+from gptviz import ui
+
+st.set_page_config(page_title="gptviz · see inside a GPT", page_icon="🔎", layout="wide")
+ctx = ui.sidebar()
+st.title("gptviz — see inside a GPT")
+st.markdown(
+    "A GPT reads text as a sequence of **tokens**, turns each into a vector, lets every token "
+    "**look back** at the ones before it through layers of self-attention and feed-forward "
+    "networks, and finally scores every word in its vocabulary as the **next token**. gptviz runs "
+    "a real GPT on *your* prompt, records every intermediate number in one forward pass, and "
+    "shows each stage on its own page. Change the prompt or the model in the sidebar: every page follows."
+)
+st.info(
+    "**Start here (classroom):** type a sentence in the sidebar, then walk the five stages "
+    "left to right below. Every view has its own link: copy the URL to share exactly what you see."
+)
+
+st.subheader("The pipeline")
+stages = [
+    ("pages/1_Tokenization.py", "1 · Tokenization", "text → token ids (BPE)"),
+    ("pages/2_Embeddings.py", "2 · Embeddings", "ids → vectors"),
+    ("pages/3_Positional_encoding.py", "3 · Positional encoding", "+ where each token is"),
+    ("pages/4_Attention.py", "4a · Self-attention", "tokens look back"),
+    ("pages/5_Feed-forward_and_residual.py", "4b · Feed-forward & residual", "think per token"),
+    ("pages/6_Output.py", "5 · Output", "scores → next token"),
+]
+cols = st.columns(len(stages) * 2 - 1)
+for i, (path, label, what) in enumerate(stages):
+    with cols[2 * i]:
+        st.page_link(path, label=f"**{label}**", width="stretch")
+        st.caption(what)
+    if i < len(stages) - 1:
+        cols[2 * i + 1].markdown("<div style='font-size:1.6rem;text-align:center'>→</div>", unsafe_allow_html=True)
+
+if ctx is not None:
+    cfg, card = ctx.cfg, getattr(ctx.model, "card", {}) or {}
+    st.subheader(f"The model: {ctx.spec}")
+    c = st.columns(6)
+    c[0].metric("parameters", f"{ctx.model.num_params():,}")
+    c[1].metric("layers", cfg.n_layer)
+    c[2].metric("heads per layer", cfg.n_head)
+    c[3].metric("vector width", cfg.d_model)
+    c[4].metric("context", f"{cfg.n_ctx} tokens")
+    c[5].metric("vocabulary", f"{cfg.vocab_size:,}")
+    st.markdown(
+        f"Positions: **{cfg.pos}** · LayerNorm: **{cfg.norm}-LN** · activation: **{cfg.act}** · "
+        f"output weights {'tied to the embeddings' if cfg.tie_weights else 'separate'} · tokenizer: **{cfg.tokenizer}**"
+    )
+    if card:
+        st.markdown(
+            f"Trained by `python -m gptviz train {card['name']}` on Tiny Shakespeare: "
+            f"**{card['test_bits_per_byte']} bits per byte** on the held-out test split, "
+            f"validation loss {card['best_val_loss_nats']} nats/token after {card['tokens_seen']:,} tokens "
+            f"({card['wall_time_s'] / 60:.0f} min on a 2-core CPU)."
+        )
+        with st.expander("A sample from this model (200 tokens after “ROMEO:”)"):
+            st.text(card["sample"])

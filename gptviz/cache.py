@@ -1,0 +1,53 @@
+"""A small thread-safe LRU bounded by bytes, for traces shared across app sessions.
+
+``st.cache_data`` would pickle a trace on every read (hundreds of MB at GPT-2 size) and bounds
+entries by count, not size. Traces are immutable (read-only arrays), so sharing one object
+between sessions is safe, and a byte budget keeps memory bounded whatever the model size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ByteLRU(Generic[T]):
+    """Least-recently-used cache holding at most ``max_bytes`` (by ``size(value)``)."""
+
+    def __init__(self, max_bytes: int, size: Callable[[T], int]) -> None:
+        self.max_bytes = max_bytes
+        self._size = size
+        self._items: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key][0]
+            self.misses += 1
+        value = compute()  # outside the lock: other sessions keep being served meanwhile
+        nbytes = self._size(value)
+        with self._lock:
+            self._items[key] = (value, nbytes)
+            self._items.move_to_end(key)
+            while self.total_bytes > self.max_bytes and len(self._items) > 1:
+                self._items.popitem(last=False)
+        return value
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(n for _, n in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

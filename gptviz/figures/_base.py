@@ -1,0 +1,144 @@
+"""Shared pieces of every figure: safe token labels, token axes, one visual style.
+
+Plotly renders a little HTML (``<b>``, ``<br>``, ``<i>``, ``<a href>``) and LaTeX between ``$``
+in text, hover labels and tick labels, so every token string passes through ``esc`` before it
+reaches a figure. Token axes are *positions* with the token text as tick labels, because Plotly
+merges repeated category labels ("the … the" would collapse into one row).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+SEQUENTIAL = "Viridis"
+SEQUENTIAL_PROJECTOR = "Cividis"
+DIVERGING = "RdBu_r"  # ColorBrewer, colour-blind safe; red positive, blue negative
+FONT = "Inter, Segoe UI, Helvetica, Arial, sans-serif"
+QUALITATIVE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]  # Okabe-Ito
+
+
+def visible(token: str) -> str:
+    """Make whitespace visible: space ␣, newline ↵, tab ⇥, carriage return ␍."""
+    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
+
+
+def esc(text: str) -> str:
+    """Escape for Plotly text: HTML entities for markup and ``$`` (no tags, no LaTeX)."""
+    return html.escape(text, quote=True).replace("$", "&#36;")
+
+
+def label(token: str) -> str:
+    """A token as a figure shows it: whitespace visible, markup escaped."""
+    return esc(visible(token))
+
+
+def token_labels(tokens: Sequence[str], numbered: bool = False) -> list[str]:
+    return [f"{i}:{label(t)}" if numbered else label(t) for i, t in enumerate(tokens)]
+
+
+def token_axis(tokens: Sequence[str], title: str = "token", numbered: bool = False, reverse: bool = False) -> dict:
+    """Axis settings: numeric positions, token text as tick labels (``reverse``: top to bottom)."""
+    n = len(tokens)
+    step = max(1, int(np.ceil(n / 64)))  # at most ~64 labels; hover still names every token
+    vals = list(range(0, n, step))
+    texts = token_labels(tokens, numbered)
+    return {
+        "title": {"text": title},
+        "tickmode": "array",
+        "tickvals": vals,
+        "ticktext": [texts[i] for i in vals],
+        "range": [n - 0.5, -0.5] if reverse else [-0.5, n - 0.5],
+    }
+
+
+def style(fig: go.Figure, projector: bool = False, height: int | None = None) -> go.Figure:
+    """One look for every chart; projector mode: large type, high-contrast scales."""
+    base = 18 if projector else 13
+    fig.update_layout(
+        template="plotly_white",
+        font={"family": FONT, "size": base, "color": "#111111"},
+        title={"font": {"size": base + 4}},
+        hoverlabel={"font": {"size": max(14, base)}},
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"font": {"size": base}},
+    )
+    fig.update_xaxes(tickfont={"size": base - (0 if projector else 1)}, title_font={"size": base + 1})
+    fig.update_yaxes(tickfont={"size": base - (0 if projector else 1)}, title_font={"size": base + 1})
+    if projector:
+        fig.update_coloraxes(colorbar_tickfont_size=base)
+        for trace in fig.data:
+            if trace.type == "heatmap":
+                if trace.colorscale and _is_sequential(trace):
+                    trace.colorscale = SEQUENTIAL_PROJECTOR
+                trace.colorbar = {"tickfont": {"size": base}}
+            if getattr(trace, "textfont", None) is not None and trace.type in ("scatter", "bar", "heatmap"):
+                trace.textfont.size = max(trace.textfont.size or 0, 16)
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def _is_sequential(trace: go.Heatmap) -> bool:
+    return trace.zmid is None
+
+
+def heatmap(
+    z: np.ndarray,
+    *,
+    x_tokens: Sequence[str] | None = None,
+    y_tokens: Sequence[str] | None = None,
+    x_title: str = "",
+    y_title: str = "",
+    title: str = "",
+    diverging: bool = False,
+    hover: str = "value",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    projector: bool = False,
+    height: int | None = None,
+    customdata: np.ndarray | None = None,
+    hovertemplate: str | None = None,
+) -> go.Figure:
+    """A heatmap whose token axes (if given) are positions labelled with escaped token text."""
+    z = np.asarray(z, dtype=np.float32)
+    kw: dict = {}
+    if diverging:
+        lim = float(np.nanmax(np.abs(z[np.isfinite(z)]))) if np.isfinite(z).any() else 1.0
+        kw.update(colorscale=DIVERGING, zmid=0.0, zmin=-lim, zmax=lim)
+    else:
+        kw.update(colorscale=SEQUENTIAL)
+        if zmin is not None:
+            kw["zmin"] = zmin
+        if zmax is not None:
+            kw["zmax"] = zmax
+    rows, cols = z.shape
+    xl = token_labels(x_tokens) if x_tokens is not None else [str(i) for i in range(cols)]
+    yl = token_labels(y_tokens) if y_tokens is not None else [str(i) for i in range(rows)]
+    if customdata is None:
+        customdata = np.empty((rows, cols, 2), dtype=object)
+        customdata[:, :, 0] = np.asarray(yl, dtype=object)[:, None]
+        customdata[:, :, 1] = np.asarray(xl, dtype=object)[None, :]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            customdata=customdata,
+            hovertemplate=hovertemplate
+            or f"{y_title or 'row'} %{{y}}: %{{customdata[0]}}<br>{x_title or 'column'} %{{x}}: "
+            f"%{{customdata[1]}}<br>{hover}: %{{z:.4f}}<extra></extra>",
+            **kw,
+        )
+    )
+    fig.update_layout(title={"text": title})
+    if x_tokens is not None:
+        fig.update_xaxes(**token_axis(x_tokens, x_title or "token"))
+    else:
+        fig.update_xaxes(title={"text": x_title})
+    if y_tokens is not None:
+        fig.update_yaxes(**token_axis(y_tokens, y_title or "token", reverse=True))
+    else:
+        fig.update_yaxes(title={"text": y_title}, autorange="reversed")
+    return style(fig, projector, height)

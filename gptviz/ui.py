@@ -1,0 +1,339 @@
+"""The only Streamlit code outside ``app.py`` and ``pages/``: sidebar, caching, URL state.
+
+State: every choice (model, prompt, and each page's layer/head/token…) lives in
+``st.session_state`` under a private key and is mirrored into ``st.query_params`` on every run,
+so a copied URL reopens exactly that view. Streamlit clears query parameters when the user
+switches pages and forgets the state of widgets that are not on screen, which is why the kept
+value is stored apart from the widget's own key.
+
+Caching: models are loaded once per process (``st.cache_resource``); traces are shared between
+sessions in a byte-bounded LRU (traces are read-only, so sharing is safe).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import plotly.graph_objects as go
+import streamlit as st
+
+import gptviz
+from gptviz.analysis.ablation import Ablation, parse_components
+from gptviz.cache import ByteLRU
+from gptviz.checkpoints import BUNDLED, CheckpointError, cached_gpt2_models
+from gptviz.model import GPT
+from gptviz.tokenizer import Tokenizer, get_tokenizer
+from gptviz.trace import Trace, trace_nbytes
+
+T = TypeVar("T")
+DEFAULT_MODEL = f"bundled:{BUNDLED[0]}"
+OTHER = "Other: a folder or file…"
+EXAMPLES = {
+    "Shakespeare": "ROMEO:\nBut, soft! what light through yonder window breaks?",
+    "Hello, world!": "Hello, world!",
+    "Repeated words (induction)": "The cat sat on the mat. The dog sat on the rug. The cat sat on the",
+    "A question": "First Citizen:\nWhat is the city but the people?",
+    "Code": "def add(a, b):\n    return a + b\n",
+    "Unicode and emoji": "Café déjà vu 😀 naïve façade",
+}
+DEFAULT_PROMPT = EXAMPLES["Shakespeare"]
+MAX_PROMPT_CHARS = 100_000
+TRACE_CACHE_BYTES = int(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "1500")) * 2**20
+PAGES = {
+    "1": ("pages/1_Tokenization.py", "1 · Tokenization"),
+    "2": ("pages/2_Embeddings.py", "2 · Embeddings"),
+    "3": ("pages/3_Positional_encoding.py", "3 · Positional encoding"),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a page needs: the model, its tokenizer, the trace of the shared prompt."""
+
+    spec: str
+    model: GPT
+    tokenizer: Tokenizer
+    trace: Trace
+    projector: bool
+
+    @property
+    def cfg(self) -> gptviz.GPTConfig:
+        return self.model.cfg
+
+
+# --- caching ---------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def load_model(spec: str) -> GPT:
+    """One model object per spec per process; sessions only read it (hooks are per call)."""
+    return gptviz.load_model(spec)
+
+
+@st.cache_resource
+def _trace_cache() -> ByteLRU[Trace]:
+    return ByteLRU(TRACE_CACHE_BYTES, trace_nbytes)
+
+
+def get_trace(spec: str, text: str, extra_key: Any = None, extra_hooks: list | None = None) -> Trace:
+    """The trace of ``text`` through model ``spec``, computed once and shared (bounded)."""
+    model = load_model(spec)
+    return _trace_cache().get_or_compute(
+        (spec, text, extra_key), lambda: gptviz.run(model, text, extra_hooks=extra_hooks)
+    )
+
+
+# --- state kept across pages and mirrored into the URL ---------------------------------------
+
+
+def _kept() -> dict[str, Any]:
+    """Values chosen in this session, by URL key. Seeded once from the URL."""
+    ss = st.session_state
+    if "_kept" not in ss:
+        ss["_kept"] = {}
+        ss["_url"] = {k: st.query_params.get(k) for k in st.query_params}
+    return ss["_kept"]
+
+
+def _from_url(key: str) -> str | None:
+    _kept()
+    return st.session_state["_url"].get(key)
+
+
+def keep(key: str, value: Any) -> None:
+    """Remember ``value`` for ``key`` and write it to the URL."""
+    _kept()[key] = value
+    _write_url()
+
+
+def kept(key: str, default: T) -> T:
+    return _kept().get(key, default)
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _write_url() -> None:
+    want = {k: _encode(v) for k, v in _kept().items()}
+    for k in list(st.query_params):
+        if k not in want:
+            del st.query_params[k]
+    for k, v in want.items():
+        if st.query_params.get(k) != v:
+            st.query_params[k] = v
+
+
+def _initial(key: str, default: T, parse: Callable[[str], T], valid: Callable[[T], bool]) -> T:
+    """The kept value, else the URL's (if it parses and is valid), else ``default``."""
+    store = _kept()
+    if key in store and valid(store[key]):
+        return store[key]
+    raw = _from_url(key)
+    if raw is not None and key not in store:
+        try:
+            value = parse(raw)
+            if valid(value):
+                return value
+        except (ValueError, TypeError):
+            pass
+        st.warning(f"The link asked for {key} = {raw!r}, which does not fit here; showing {default!r} instead.")
+    return default
+
+
+def select(label: str, options: Sequence[T], key: str, default: T | None = None, where: Any = st, **kw: Any) -> T:
+    """A selectbox whose choice survives page switches and lives in the URL."""
+    options = list(options)
+    default = options[0] if default is None or default not in options else default
+    by_text = {_encode(o): o for o in options}
+    value = _initial(key, default, lambda s: by_text[s] if s in by_text else int(s), lambda v: v in options)
+    st.session_state[f"w_{key}"] = value
+    value = where.selectbox(label, options, key=f"w_{key}", **kw)
+    keep(key, value)
+    return value
+
+
+def slider(label: str, lo: int, hi: int, key: str, default: int, where: Any = st, **kw: Any) -> int:
+    """An integer slider that survives page switches and lives in the URL (clamped)."""
+    default = min(max(default, lo), hi)
+    if hi <= lo:
+        keep(key, lo)
+        return lo
+    value = _initial(key, default, int, lambda v: isinstance(v, int) and lo <= v <= hi)
+    st.session_state[f"w_{key}"] = value
+    value = where.slider(label, lo, hi, key=f"w_{key}", **kw)
+    keep(key, value)
+    return value
+
+
+def multiselect(label: str, options: Sequence[int], key: str, where: Any = st, **kw: Any) -> list[int]:
+    """A multiselect of integers (e.g. heads to ablate), URL as a comma list."""
+    options = list(options)
+
+    def parse(s: str) -> list[int]:
+        return [int(x) for x in s.split(",") if x != ""]
+
+    value = _initial(key, [], parse, lambda v: all(x in options for x in v))
+    st.session_state[f"w_{key}"] = value
+    value = where.multiselect(label, options, key=f"w_{key}", **kw)
+    keep(key, list(value))
+    return list(value)
+
+
+def toggle(label: str, key: str, default: bool = False, where: Any = st, **kw: Any) -> bool:
+    value = _initial(key, default, lambda s: s in ("1", "true", "True"), lambda v: isinstance(v, bool))
+    st.session_state[f"w_{key}"] = value
+    value = where.toggle(label, key=f"w_{key}", **kw)
+    keep(key, bool(value))
+    return bool(value)
+
+
+# --- the shared sidebar ----------------------------------------------------------------------
+
+
+def model_options() -> list[str]:
+    return [f"bundled:{b}" for b in BUNDLED] + cached_gpt2_models() + [OTHER]
+
+
+def _model_sidebar() -> str:
+    sb = st.sidebar
+    options = model_options()
+    url_model = _from_url("model")
+    current = kept("model", None)
+    if current is None:
+        current = url_model or DEFAULT_MODEL
+    choice = current if current in options else OTHER
+    st.session_state["w_model"] = choice
+    choice = sb.selectbox(
+        "Model",
+        options,
+        key="w_model",
+        help="Bundled models ship with gptviz; GPT-2 "
+        "checkpoints appear here when they are in the local Hugging Face cache.",
+    )
+    spec = choice
+    if choice == OTHER:
+        st.session_state.setdefault("w_model_path", current if current not in options else "")
+        spec = sb.text_input("Checkpoint folder or .safetensors file", key="w_model_path").strip()
+        if not spec:
+            sb.info("Type the path of a Hugging Face GPT-2 folder or a gptviz .safetensors file.")
+            spec = DEFAULT_MODEL
+    try:
+        load_model(spec)
+    except (CheckpointError, OSError, ValueError) as exc:
+        sb.error(f"Could not load {spec!r}: {exc}. Showing {DEFAULT_MODEL} instead.")
+        spec = DEFAULT_MODEL
+    keep("model", spec)
+    return spec
+
+
+def _set_example() -> None:
+    name = st.session_state.get("w_example")
+    if name in EXAMPLES:
+        st.session_state["w_prompt"] = EXAMPLES[name]
+        keep("prompt", EXAMPLES[name])
+
+
+def _prompt_sidebar() -> str:
+    sb = st.sidebar
+    if "w_prompt" not in st.session_state:
+        st.session_state["w_prompt"] = kept("prompt", None) or _from_url("prompt") or DEFAULT_PROMPT
+    sb.selectbox("Example prompts", ["Pick an example…", *EXAMPLES], key="w_example", on_change=_set_example)
+    text = sb.text_area(
+        "Prompt",
+        key="w_prompt",
+        height=120,
+        max_chars=MAX_PROMPT_CHARS,
+        help="One prompt drives every page. Press Ctrl+Enter to apply.",
+    )
+    keep("prompt", text)
+    return text
+
+
+def sidebar() -> Context | None:
+    """Model picker, prompt box, token count, projector toggle. ``None`` if the prompt is empty."""
+    sb = st.sidebar
+    sb.markdown("### gptviz")
+    spec = _model_sidebar()
+    text = _prompt_sidebar()
+    projector = toggle("Projector mode (large text)", "projector", where=sb)
+    model = load_model(spec)
+    tok = get_tokenizer(model.cfg.tokenizer)
+    try:
+        trace = get_trace(spec, text)
+    except gptviz.EmptyPromptError:
+        sb.caption(f"0 tokens / context {model.cfg.n_ctx}")
+        return None
+    sb.caption(f"**{trace.n_input_tokens}** tokens / context {model.cfg.n_ctx} · {model.num_params():,} parameters")
+    if trace.truncated:
+        sb.warning(
+            f"The prompt has {trace.n_input_tokens} tokens; the model reads at most {model.cfg.n_ctx}, "
+            f"so the pages show the first {trace.n_tokens}."
+        )
+    return Context(spec, model, tok, trace, projector)
+
+
+def page(title: str, intro: str) -> Context:
+    """Start a page: config, sidebar, title, intro. Stops the page if there is no prompt."""
+    st.set_page_config(page_title=f"{title} · gptviz", page_icon="🔎", layout="wide")
+    ctx = sidebar()
+    st.title(title)
+    st.markdown(intro)
+    if ctx is None:
+        st.info("The prompt is empty: type some text in the sidebar to see the model at work.")
+        st.stop()
+    return ctx
+
+
+def chart(fig: go.Figure, key: str, alt: str | None = None, **kw: Any) -> Any:
+    """Show a figure as built (our styling, not Streamlit's theme), PNG export in the toolbar."""
+    config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}}
+    return st.plotly_chart(fig, key=key, theme=None, config=config, width="stretch", alt=alt, **kw)
+
+
+def seed_note(code: str, note: str) -> None:
+    """The seed's code for this step, and where a real GPT differs from it."""
+    with st.expander("The seed's code for this step, and how a real GPT differs", expanded=False):
+        st.code(code, language="python")
+        st.markdown(note)
+
+
+# --- ablation shared by the attention and feed-forward pages ------------------------------
+
+
+def ablation(ctx: Context) -> Ablation:
+    """The session's current ablation (heads and neurons), kept in the URL like any choice."""
+    cfg = ctx.cfg
+    try:
+        heads = parse_components(kept("ablate_heads", None) or _split(_from_url("ablate_heads")))
+        neurons = parse_components(kept("ablate_neurons", None) or _split(_from_url("ablate_neurons")))
+    except ValueError:
+        heads, neurons = (), ()
+    heads = tuple(h for h in heads if 0 <= h[0] < cfg.n_layer and 0 <= h[1] < cfg.n_head)
+    neurons = tuple(n for n in neurons if 0 <= n[0] < cfg.n_layer and 0 <= n[1] < cfg.d_mlp)
+    mode = kept("ablate_mode", None) or _from_url("ablate_mode") or "zero"
+    return Ablation(heads, neurons, "mean" if mode == "mean" else "zero")
+
+
+def set_ablation(ab: Ablation) -> None:
+    keep("ablate_heads", [f"{a}.{b}" for a, b in sorted(ab.heads)])
+    keep("ablate_neurons", [f"{a}.{b}" for a, b in sorted(ab.neurons)])
+    keep("ablate_mode", ab.mode)
+
+
+def _split(raw: str | None) -> list[str]:
+    return [x for x in (raw or "").split(",") if x]
+
+
+def ablated_trace(ctx: Context, ab: Ablation) -> Trace:
+    """The prompt rerun with ``ab`` applied (cached like any trace); the plain trace if empty."""
+    if not ab:
+        return ctx.trace
+    return get_trace(ctx.spec, ctx.trace.text, extra_key=ab.key, extra_hooks=ab.hooks())

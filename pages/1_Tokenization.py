@@ -1,0 +1,66 @@
+"""Stage 1 — tokenization: text → token ids."""
+
+import streamlit as st
+
+from gptviz import figures, ui
+from gptviz.analysis import tokenize_view
+from gptviz.tokenizer import get_tokenizer
+
+ctx = ui.page(
+    "1 · Tokenization",
+    "A GPT never sees letters. A **tokenizer** cuts the text into pieces from a fixed vocabulary "
+    "and replaces each piece by its number, its **token id**. GPT-style models use byte-level "
+    "**BPE** (byte-pair encoding): start from the text's bytes and repeatedly glue together the "
+    "most common neighbouring pair seen in training. Common words become one token; rare words, "
+    "names and emoji are split into several. Hover a chip for its id and raw bytes.",
+)
+t = ctx.trace
+c = st.columns(4)
+c[0].metric("characters", len(t.text))
+c[1].metric("bytes (UTF-8)", len(t.text.encode("utf-8")))
+c[2].metric("tokens", t.n_input_tokens)
+c[3].metric("bytes per token", f"{len(t.text.encode('utf-8')) / max(1, t.n_input_tokens):.2f}")
+ui.chart(
+    figures.token_chips(
+        t.tokens, t.ids.tolist(), t.token_bytes, title=f"{ctx.cfg.tokenizer} tokens", projector=ctx.projector
+    ),
+    "chips",
+    alt="The prompt split into tokens",
+)
+st.caption("␣ is a space, ↵ a newline. A chip like \\xf0\\x9f is part of a character: BPE works on bytes.")
+with st.expander("As a table", expanded=False):
+    st.dataframe(figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes), hide_index=True, width="stretch")
+
+st.subheader("Two tokenizers, same text")
+st.markdown(
+    "GPT-2's vocabulary (50,257 tokens) was learned from web text; the bundled models' small "
+    "vocabulary was learned from Shakespeare. The same text costs a different number of tokens."
+)
+left, right = st.columns(2)
+for col, name in ((left, "gpt2"), (right, "shakespeare-bpe-2048")):
+    view = tokenize_view(get_tokenizer(name), t.text[:5000])
+    with col:
+        title = f"{name}: {len(view.ids)} tokens" + (" (first 5,000 characters)" if len(t.text) > 5000 else "")
+        ui.chart(
+            figures.token_chips(
+                view.tokens, view.ids, view.token_bytes, title=title, row_width=30, projector=ctx.projector
+            ),
+            f"cmp_{name}",
+        )
+
+st.subheader("Watch BPE build a word")
+words = list(dict.fromkeys(w for w in ctx.tokenizer.pre_tokens(t.text[:5000]) if w.strip()))[:200]
+if words:
+    word = ui.select(
+        "Word (a pre-token: BPE never merges across these)", words, "word", format_func=lambda w: figures.visible(w)
+    )
+    steps = ctx.tokenizer.merge_steps(word)
+    upto = ui.slider("Merges applied", 0, len(steps) - 1, "merge", len(steps) - 1) if len(steps) > 1 else 0
+    ui.chart(figures.bpe_merges(steps, upto, projector=ctx.projector), "merges")
+    st.caption("Each row applies the merge with the lowest rank (learned earliest) among neighbouring pairs.")
+
+ui.seed_note(
+    'text = "Hello, world!"\ntokens = ["Hello", ",", "world", "!"]\ntoken_indices = [15496, 11, 24, 0]',
+    "The seed's ids are not GPT-2's: GPT-2's tokenizer gives `[15496, 11, 995, 0]`, and the third "
+    "token is `' world'` *with* its leading space (spaces belong to the following word).",
+)
