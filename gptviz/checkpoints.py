@@ -98,6 +98,11 @@ def bundled_card(name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def bundled_tokenizer_name(name: str = BUNDLED[0]) -> str:
+    """The tokenizer a bundled model was trained with (from its card)."""
+    return bundled_card(name).get("config", {}).get("tokenizer", "gpt2")
+
+
 def bundled_snapshots(name: str) -> list[int]:
     """Training steps for which a snapshot of bundled model ``name`` ships, ascending."""
     folder = ASSETS / f"{name}-snapshots"

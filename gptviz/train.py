@@ -101,16 +101,16 @@ class TrainSpec:
 
     name: str
     preset: str
-    vocab: int = 2048
+    vocab: int = 1024
     d_model: int = 160
     n_layer: int = 4
     n_head: int = 4
     d_mlp: int = 640
-    n_ctx: int = 128
+    n_ctx: int = 256
     dropout: float = 0.2
     act: str = "gelu"
-    steps: int = 2000
-    batch: int = 32
+    steps: int = 1800
+    batch: int = 16
     lr: float = 2e-3
     min_lr: float = 1e-4
     warmup: int = 100
@@ -265,6 +265,6 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
 
 
 RECIPES: dict[str, TrainSpec] = {
-    "gpt2-style": TrainSpec(name="gpt2-style", preset="gpt2", snapshots=[0, 50, 200, 600, 2000]),
+    "gpt2-style": TrainSpec(name="gpt2-style", preset="gpt2", snapshots=[0, 50, 200, 600, 1800]),
     "seed": TrainSpec(name="seed", preset="seed", act="relu"),
 }

@@ -42,11 +42,6 @@ EXAMPLES = {
 DEFAULT_PROMPT = EXAMPLES["Shakespeare"]
 MAX_PROMPT_CHARS = 100_000
 TRACE_CACHE_BYTES = int(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "1500")) * 2**20
-PAGES = {
-    "1": ("pages/1_Tokenization.py", "1 · Tokenization"),
-    "2": ("pages/2_Embeddings.py", "2 · Embeddings"),
-    "3": ("pages/3_Positional_encoding.py", "3 · Positional encoding"),
-}
 
 
 @dataclass(frozen=True)
@@ -132,7 +127,12 @@ def _write_url() -> None:
 
 
 def _initial(key: str, default: T, parse: Callable[[str], T], valid: Callable[[T], bool]) -> T:
-    """The kept value, else the URL's (if it parses and is valid), else ``default``."""
+    """What the widget shows now, else the kept value, else the URL's (if it parses and is
+    valid), else ``default``. The widget's own state wins while it is on screen (the user just
+    moved it); Streamlit drops it when the page changes, and then the kept value carries on."""
+    widget = st.session_state.get(f"w_{key}")
+    if widget is not None and valid(widget):
+        return widget
     store = _kept()
     if key in store and valid(store[key]):
         return store[key]
@@ -148,16 +148,33 @@ def _initial(key: str, default: T, parse: Callable[[str], T], valid: Callable[[T
     return default
 
 
+def _widget(factory: Callable[..., Any], key: str, value: Any, *args: Any, **kw: Any) -> Any:
+    """Draw ``factory(*args)`` showing ``value``; keep what the user picks under ``key``."""
+    st.session_state[f"w_{key}"] = value
+    result = factory(*args, key=f"w_{key}", **kw)
+    keep(key, result)
+    return result
+
+
+def _parse_option(options: list[Any]) -> Callable[[str], Any]:
+    by_text = {_encode(o): o for o in options}
+    return lambda s: by_text[s] if s in by_text else type(options[0])(s)
+
+
 def select(label: str, options: Sequence[T], key: str, default: T | None = None, where: Any = st, **kw: Any) -> T:
     """A selectbox whose choice survives page switches and lives in the URL."""
     options = list(options)
     default = options[0] if default is None or default not in options else default
-    by_text = {_encode(o): o for o in options}
-    value = _initial(key, default, lambda s: by_text[s] if s in by_text else int(s), lambda v: v in options)
-    st.session_state[f"w_{key}"] = value
-    value = where.selectbox(label, options, key=f"w_{key}", **kw)
-    keep(key, value)
-    return value
+    value = _initial(key, default, _parse_option(options), lambda v: v in options)
+    return _widget(where.selectbox, key, value, label, options, **kw)
+
+
+def select_slider(label: str, options: Sequence[T], key: str, default: T, where: Any = st, **kw: Any) -> T:
+    """A slider over fixed values (e.g. temperatures), kept like ``select``."""
+    options = list(options)
+    default = default if default in options else options[0]
+    value = _initial(key, default, _parse_option(options), lambda v: v in options)
+    return _widget(where.select_slider, key, value, label, options, **kw)
 
 
 def slider(label: str, lo: int, hi: int, key: str, default: int, where: Any = st, **kw: Any) -> int:
@@ -167,32 +184,34 @@ def slider(label: str, lo: int, hi: int, key: str, default: int, where: Any = st
         keep(key, lo)
         return lo
     value = _initial(key, default, int, lambda v: isinstance(v, int) and lo <= v <= hi)
-    st.session_state[f"w_{key}"] = value
-    value = where.slider(label, lo, hi, key=f"w_{key}", **kw)
-    keep(key, value)
-    return value
+    return _widget(where.slider, key, value, label, lo, hi, **kw)
+
+
+def number(label: str, lo: int, hi: int, key: str, default: int, where: Any = st, **kw: Any) -> int:
+    """An integer number box (e.g. a random seed), kept like ``slider``."""
+    value = _initial(key, min(max(default, lo), hi), int, lambda v: isinstance(v, int) and lo <= v <= hi)
+    return int(_widget(where.number_input, key, value, label, lo, hi, step=1, **kw))
 
 
 def multiselect(label: str, options: Sequence[int], key: str, where: Any = st, **kw: Any) -> list[int]:
-    """A multiselect of integers (e.g. heads to ablate), URL as a comma list."""
+    """A multiselect of integers (e.g. dimensions), URL as a comma list."""
     options = list(options)
 
     def parse(s: str) -> list[int]:
         return [int(x) for x in s.split(",") if x != ""]
 
     value = _initial(key, [], parse, lambda v: all(x in options for x in v))
-    st.session_state[f"w_{key}"] = value
-    value = where.multiselect(label, options, key=f"w_{key}", **kw)
-    keep(key, list(value))
-    return list(value)
+    return list(_widget(where.multiselect, key, value, label, options, **kw))
 
 
 def toggle(label: str, key: str, default: bool = False, where: Any = st, **kw: Any) -> bool:
     value = _initial(key, default, lambda s: s in ("1", "true", "True"), lambda v: isinstance(v, bool))
-    st.session_state[f"w_{key}"] = value
-    value = where.toggle(label, key=f"w_{key}", **kw)
-    keep(key, bool(value))
-    return bool(value)
+    return bool(_widget(where.toggle, key, value, label, **kw))
+
+
+def from_url(key: str) -> str | None:
+    """The raw value the session's opening URL gave for ``key`` (for state that is not a widget)."""
+    return _from_url(key)
 
 
 # --- the shared sidebar ----------------------------------------------------------------------

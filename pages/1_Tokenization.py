@@ -4,6 +4,7 @@ import streamlit as st
 
 from gptviz import figures, ui
 from gptviz.analysis import tokenize_view
+from gptviz.checkpoints import bundled_tokenizer_name
 from gptviz.tokenizer import get_tokenizer
 
 ctx = ui.page(
@@ -37,7 +38,7 @@ st.markdown(
     "vocabulary was learned from Shakespeare. The same text costs a different number of tokens."
 )
 left, right = st.columns(2)
-for col, name in ((left, "gpt2"), (right, "shakespeare-bpe-2048")):
+for col, (key, name) in zip((left, right), (("gpt2", "gpt2"), ("bundled", bundled_tokenizer_name())), strict=True):
     view = tokenize_view(get_tokenizer(name), t.text[:5000])
     with col:
         title = f"{name}: {len(view.ids)} tokens" + (" (first 5,000 characters)" if len(t.text) > 5000 else "")
@@ -45,7 +46,7 @@ for col, name in ((left, "gpt2"), (right, "shakespeare-bpe-2048")):
             figures.token_chips(
                 view.tokens, view.ids, view.token_bytes, title=title, row_width=30, projector=ctx.projector
             ),
-            f"cmp_{name}",
+            f"cmp_{key}",
         )
 
 st.subheader("Watch BPE build a word")

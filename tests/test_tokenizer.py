@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gptviz.checkpoints import bundled_tokenizer_name
 from gptviz.tokenizer import ENDOFTEXT, get_tokenizer, gpt2_tokenizer, show_bytes, tokenizer_from_ranks, train_bpe
 
 SAMPLES = [
@@ -107,7 +108,7 @@ def test_train_bpe_learns_frequent_merges_and_is_deterministic():
 @settings(max_examples=200, deadline=None)
 @given(st.text())
 def test_bundled_tokenizer_round_trips_any_unicode(text):
-    tok = get_tokenizer("shakespeare-bpe-2048")
+    tok = get_tokenizer(bundled_tokenizer_name())
     ids = tok.encode(text)
     assert tok.decode(ids) == text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     assert all(0 <= i < tok.vocab_size for i in ids)

@@ -2,6 +2,15 @@
 statistics, ablation reruns, generation, attribution. Arrays in and out; no Streamlit, no
 figures, so every function is testable against an independent computation."""
 
+from gptviz.analysis.ablation import Ablation, kl_divergence
+from gptviz.analysis.attention import (
+    first_token_score,
+    head_stats,
+    induction_score,
+    induction_scores,
+    pattern_entropy,
+    previous_token_score,
+)
 from gptviz.analysis.embeddings import (
     embedding_pca,
     nearest_tokens,
@@ -9,5 +18,23 @@ from gptviz.analysis.embeddings import (
     positional_table,
     tokenize_view,
 )
+from gptviz.analysis.generation import generate, generate_step, sampling_distribution
 
-__all__ = ["embedding_pca", "nearest_tokens", "position_similarity", "positional_table", "tokenize_view"]
+__all__ = [
+    "Ablation",
+    "embedding_pca",
+    "first_token_score",
+    "generate",
+    "generate_step",
+    "head_stats",
+    "induction_score",
+    "induction_scores",
+    "kl_divergence",
+    "nearest_tokens",
+    "pattern_entropy",
+    "position_similarity",
+    "positional_table",
+    "previous_token_score",
+    "sampling_distribution",
+    "tokenize_view",
+]

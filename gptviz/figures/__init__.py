@@ -1,10 +1,19 @@
 """Pure figure functions: a Trace (or arrays) in, a Plotly Figure out. No Streamlit, no model.
 
 Every chart the app shows is made here, so a notebook gets the same figure as the page:
-``gptviz.figures.attention_pattern(trace, layer=0, head=1).show()``.
+``gptviz.figures.attention_pattern(trace, layer=0, head=1).show()``. Every function takes
+``projector=True`` for large type and high-contrast scales.
 """
 
-from gptviz.figures._base import esc, label, style, visible
+from gptviz.figures._base import esc, heatmap, label, style, visible
+from gptviz.figures.attention import (
+    attention_from_token,
+    attention_grid,
+    attention_pattern,
+    attention_steps,
+    next_token_bars,
+    pattern_heatmap,
+)
 from gptviz.figures.embeddings import (
     embedding_heatmap,
     embedding_plus_position,
@@ -15,19 +24,36 @@ from gptviz.figures.embeddings import (
     positional_heatmap,
     vector_norms,
 )
+from gptviz.figures.output import (
+    generation_timeline,
+    next_token_distribution,
+    reshaped_distribution,
+    sampling_histogram,
+)
 from gptviz.figures.tokens import bpe_merges, token_chips, token_table
 
 __all__ = [
+    "attention_from_token",
+    "attention_grid",
+    "attention_pattern",
+    "attention_steps",
     "bpe_merges",
     "embedding_heatmap",
     "embedding_plus_position",
     "embedding_scatter",
     "esc",
+    "generation_timeline",
+    "heatmap",
     "label",
     "nearest_tokens_bar",
+    "next_token_bars",
+    "next_token_distribution",
+    "pattern_heatmap",
     "position_similarity_heatmap",
     "positional_curves",
     "positional_heatmap",
+    "reshaped_distribution",
+    "sampling_histogram",
     "style",
     "token_chips",
     "token_table",

@@ -1,0 +1,276 @@
+"""Stage 4b beyond the trace: LayerNorm internals, the logit lens, direct logit attribution.
+
+Everything here reads the model's *weights* (LayerNorm scale/shift, the unembedding) next to a
+``Trace`` and returns plain arrays, so each result can be checked against the model's own
+forward pass:
+
+- ``layernorm_view``: one LayerNorm at one token, input → mean/std → normalized → ×weight +bias.
+- ``logit_lens``: decode the residual stream after every layer as if it were the last one.
+- ``direct_logit_attribution``: split one logit into what each component wrote to the residual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gptviz.config import GPTConfig
+from gptviz.model import GPT
+from gptviz.tokenizer import Tokenizer, get_tokenizer
+from gptviz.trace import Trace
+
+# --- the residual stream, stage by stage ------------------------------------------------------
+
+
+def stage_labels(n_layer: int) -> list[str]:
+    """Names of the residual-stream snapshots: the embeddings, then after each layer."""
+    return ["embeddings"] + [f"after layer {i}" for i in range(n_layer)]
+
+
+def residual_stack(trace: Trace) -> np.ndarray:
+    """The residual stream at every stage, ``[n_layer + 1, T, D]`` float32.
+
+    Row 0 is layer 0's input (token + position), row ``i`` is layer ``i``'s input (= layer
+    ``i-1``'s output), the last row is the final layer's output (what the unembedding reads,
+    after the final LayerNorm for a pre-LN model).
+    """
+    L = trace.config.n_layer
+    rows = [trace[f"blocks.{i}.hook_resid_pre"] for i in range(L)] + [trace[f"blocks.{L - 1}.hook_resid_post"]]
+    return np.stack(rows).astype(np.float32)
+
+
+# --- LayerNorm ---------------------------------------------------------------------------------
+
+
+def layernorm_names(cfg: GPTConfig) -> list[str]:
+    """Every LayerNorm of the model, in the order the data meets them."""
+    names = [f"blocks.{i}.{ln}" for i in range(cfg.n_layer) for ln in ("ln1", "ln2")]
+    return names + (["ln_final"] if cfg.final_ln else [])
+
+
+def layernorm_role(cfg: GPTConfig, name: str) -> str:
+    """Where this LayerNorm sits and what it reads, in one sentence."""
+    if name == "ln_final":
+        return "the final LayerNorm: normalizes the last layer's output before the unembedding"
+    layer, ln = name.split(".")[1], name.split(".")[2]
+    if cfg.norm == "pre":
+        what = "attention" if ln == "ln1" else "the feed-forward network"
+        src = "residual stream entering the layer" if ln == "ln1" else "residual stream after attention"
+        return f"layer {layer}, before {what}: normalizes a copy of the {src} (the stream itself is unchanged)"
+    added = "attention output" if ln == "ln1" else "feed-forward output"
+    return f"layer {layer}, after the residual addition: normalizes (stream + {added}) and *becomes* the stream"
+
+
+def layernorm_input(trace: Trace, name: str) -> np.ndarray:
+    """What LayerNorm ``name`` reads, ``[T, D]``.
+
+    pre-LN: ln1 reads ``resid_pre``, ln2 ``resid_mid``, ln_final the last ``resid_post``.
+    post-LN: ln1 reads ``resid_pre + attn_out``, ln2 ``resid_mid + mlp_out``.
+    """
+    cfg = trace.config
+    if name == "ln_final":
+        return trace[f"blocks.{cfg.n_layer - 1}.hook_resid_post"]
+    _, i, ln = name.split(".")
+    b = f"blocks.{i}"
+    if cfg.norm == "pre":
+        return trace[f"{b}.hook_resid_pre"] if ln == "ln1" else trace[f"{b}.hook_resid_mid"]
+    if ln == "ln1":
+        return trace[f"{b}.hook_resid_pre"] + trace[f"{b}.hook_attn_out"]
+    return trace[f"{b}.hook_resid_mid"] + trace[f"{b}.hook_mlp_out"]
+
+
+def _layernorm_module(model: GPT, name: str):
+    if name == "ln_final":
+        if model.ln_final is None:
+            raise ValueError("this model (post-LN) has no final LayerNorm")
+        return model.ln_final
+    _, i, ln = name.split(".")
+    return getattr(model.blocks[int(i)], ln)
+
+
+@dataclass(frozen=True)
+class LayerNormView:
+    """One LayerNorm applied to one token, step by step (vectors are ``[D]``)."""
+
+    name: str
+    role: str
+    pos: int
+    x: np.ndarray  # the input
+    mean: float
+    std: float  # sqrt(variance + eps): what the model divides by (= ln.hook_scale)
+    normalized: np.ndarray  # (x - mean) / std: mean 0, std ~1
+    weight: np.ndarray  # learned scale (gamma)
+    bias: np.ndarray  # learned shift (beta)
+    output: np.ndarray  # normalized * weight + bias (= ln.hook_normalized)
+
+
+def layernorm_view(model: GPT, trace: Trace, name: str, pos: int) -> LayerNormView:
+    """LayerNorm ``name`` (e.g. ``"blocks.1.ln2"``, ``"ln_final"``) at token ``pos``, recomputed
+    from its input and the model's weights."""
+    ln = _layernorm_module(model, name)
+    x = np.asarray(layernorm_input(trace, name)[pos], dtype=np.float64)
+    mean = float(x.mean())
+    std = float(np.sqrt(((x - mean) ** 2).mean() + ln.eps))
+    normalized = (x - mean) / std
+    w = ln.weight.detach().numpy().astype(np.float64)
+    b = ln.bias.detach().numpy().astype(np.float64)
+    return LayerNormView(name, layernorm_role(model.cfg, name), pos, x, mean, std, normalized, w, b, normalized * w + b)
+
+
+# --- the logit lens ------------------------------------------------------------------------------
+
+
+def _final_norm(model: GPT, x: torch.Tensor) -> torch.Tensor:
+    """pre-LN: the final LayerNorm with the vector's own statistics; post-LN: nothing to do
+    (every layer already ends on a LayerNorm)."""
+    ln = model.ln_final
+    if ln is None:
+        return x
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt() * ln.weight + ln.bias
+
+
+@torch.inference_mode()
+def lens_logits(model: GPT, resid: np.ndarray) -> np.ndarray:
+    """Logits ``[T, V]`` for residual vectors ``[T, D]`` read as if they were the last layer's."""
+    x = torch.tensor(np.asarray(resid, dtype=np.float32))
+    return model.unembed(_final_norm(model, x)).numpy()
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """The most likely next token at every stage (rows) and position (columns)."""
+
+    labels: list[str]  # stage_labels: embeddings, after layer 0, ...
+    top_ids: np.ndarray  # [n_layer + 1, T] int
+    top_probs: np.ndarray  # [n_layer + 1, T] float32
+    top_tokens: list[list[str]]  # token text of top_ids (raw: escape before showing)
+
+
+def logit_lens(model: GPT, trace: Trace, tokenizer: Tokenizer | None = None) -> LogitLens:
+    """Decode the residual stream after every layer through the final norm and the unembedding.
+
+    The last row is exactly the model's own prediction; earlier rows show what the stream
+    "would say" if the network stopped there (nostalgebraist's logit lens).
+    """
+    tok = tokenizer or get_tokenizer(model.cfg.tokenizer)
+    ids, probs = [], []
+    for resid in residual_stack(trace):  # one stage at a time: [T, V] each, never [L, T, V]
+        logp = torch.from_numpy(lens_logits(model, resid)).log_softmax(-1)
+        best = logp.max(-1)
+        ids.append(best.indices.numpy())
+        probs.append(best.values.exp().numpy())
+    top_ids = np.stack(ids)
+    names = [[tok.token_str(int(i)) for i in row] for row in top_ids]
+    return LogitLens(stage_labels(model.cfg.n_layer), top_ids, np.stack(probs).astype(np.float32), names)
+
+
+# --- direct logit attribution ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """How much each component of the residual stream adds to one token's logit at one position.
+
+    ``values[i]`` belongs to ``labels[i]``; ``bias`` holds the LayerNorm shift(s) and output
+    bias, so ``values.sum() + bias`` equals the logit the model computed (``logit``).
+    """
+
+    token_id: int
+    pos: int
+    labels: list[str]
+    values: np.ndarray  # [1 + 2 * n_layer]
+    bias: float
+    logit: float
+    exact: bool
+    method: str
+
+    @property
+    def total(self) -> float:
+        return float(self.values.sum() + self.bias)
+
+
+def component_labels(n_layer: int) -> list[str]:
+    return ["embed + pos"] + [f"L{i} {part}" for i in range(n_layer) for part in ("attn", "mlp")]
+
+
+def _components(trace: Trace, pos: int) -> list[np.ndarray]:
+    """What each component wrote into the residual stream at ``pos``, in model order."""
+    out = [trace["hook_embed"][pos].astype(np.float64) + trace["hook_pos_embed"][pos]]
+    for i in range(trace.config.n_layer):
+        out.append(trace[f"blocks.{i}.hook_attn_out"][pos].astype(np.float64))
+        out.append(trace[f"blocks.{i}.hook_mlp_out"][pos].astype(np.float64))
+    return out
+
+
+def _frozen_ln(v: np.ndarray, scale: float, weight: np.ndarray) -> np.ndarray:
+    """The linear part of a LayerNorm whose scale is fixed at an observed value."""
+    return (v - v.mean()) / scale * weight
+
+
+def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = None, pos: int = -1) -> Attribution:
+    """Split the logit of ``token_id`` (default: the model's top prediction) after ``pos``.
+
+    pre-LN (exact): the final residual is the sum of the components; the final LayerNorm is
+    linear once its scale (``ln_final.hook_scale``, the std of the *whole* sum) is fixed, so
+    component ``c`` contributes ``((c - mean c) / scale * w) · W_U[:, token]`` and
+    ``b · W_U[:, token]`` (+ the output bias, if any) is the bias term.
+
+    post-LN (approximate): every sub-layer is followed by a LayerNorm of the stream plus its
+    output. Each LayerNorm is frozen at the scale it had in this run, so a component is carried
+    through every later LayerNorm (centre, divide by that scale, times its weight) and each
+    LayerNorm's shift joins the bias term. The parts still add up to the logit, but each
+    LayerNorm's scale was set by *all* components together, so a bar is a component's share in
+    this context, not what it would contribute alone.
+    """
+    cfg = model.cfg
+    T = trace.n_tokens
+    pos = pos % T
+    if token_id is None:
+        token_id = int(np.argmax(trace.logits(pos)))
+    u = model.unembed.weight[token_id].detach().numpy().astype(np.float64)  # W_U[:, token]
+    out_bias = float(model.unembed.bias.detach()[token_id]) if model.unembed.bias is not None else 0.0
+    comps = _components(trace, pos)
+
+    def weights(ln) -> tuple[np.ndarray, np.ndarray]:
+        return ln.weight.detach().numpy().astype(np.float64), ln.bias.detach().numpy().astype(np.float64)
+
+    if cfg.norm == "pre":
+        scale = float(trace["ln_final.hook_scale"][pos, 0])
+        w, b = weights(model.ln_final)
+        values = np.array([_frozen_ln(c, scale, w) @ u for c in comps])
+        bias = float(b @ u) + out_bias
+        method = (
+            "exact: the final LayerNorm's scale is read from this run, which makes it linear, so the "
+            "bars plus the bias term add up to the logit"
+        )
+        return Attribution(
+            token_id, pos, component_labels(cfg.n_layer), values, bias, float(trace.logits(pos)[token_id]), True, method
+        )
+
+    parts: list[np.ndarray] = [comps[0]]
+    shift = np.zeros(cfg.d_model)
+    for i in range(cfg.n_layer):
+        for j, ln_name in enumerate(("ln1", "ln2")):
+            parts.append(comps[1 + 2 * i + j])
+            scale = float(trace[f"blocks.{i}.{ln_name}.hook_scale"][pos, 0])
+            w, b = weights(getattr(model.blocks[i], ln_name))
+            parts = [_frozen_ln(p, scale, w) for p in parts]
+            shift = _frozen_ln(shift, scale, w) + b
+    values = np.array([p @ u for p in parts])
+    method = (
+        "approximate: the seed's model normalizes after every sub-layer; each LayerNorm is frozen at the "
+        "scale it had in this run and every component is carried through the LayerNorms after it"
+    )
+    return Attribution(
+        token_id,
+        pos,
+        component_labels(cfg.n_layer),
+        values,
+        float(shift @ u) + out_bias,
+        float(trace.logits(pos)[token_id]),
+        False,
+        method,
+    )

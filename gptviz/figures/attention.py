@@ -1,0 +1,398 @@
+"""Stage 4a — self-attention: one head's pattern, all heads at once, the computation step by step.
+
+Patterns are drawn with the query (the token doing the looking) as the row and the key (the token
+looked at) as the column. The causal mask is visible: the future (key after query) is a grey gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gptviz.analysis.attention import causal_masked, max_pool
+from gptviz.figures._base import (
+    QUALITATIVE,
+    SEQUENTIAL,
+    SEQUENTIAL_PROJECTOR,
+    heatmap,
+    label,
+    style,
+    token_axis,
+    token_labels,
+)
+from gptviz.trace import Trace
+
+MASK_GREY = "#d0d0d0"
+HOVER_TOKENS_MAX = 256  # above this many tokens, hover names positions only (keeps the JSON small)
+
+
+def pattern_heatmap(
+    pattern: np.ndarray, tokens: Sequence[str], title: str = "", projector: bool = False, height: int | None = None
+) -> go.Figure:
+    """A ``[T, T]`` attention pattern: queries down, keys across, the masked future grey."""
+    z = causal_masked(pattern)
+    T = z.shape[-1]
+    tick = token_labels(tokens)
+    kw: dict = {}
+    if T <= HOVER_TOKENS_MAX:
+        cd = np.empty((T, T, 2), dtype=object)
+        cd[:, :, 0] = np.asarray(tick, dtype=object)[:, None]
+        cd[:, :, 1] = np.asarray(tick, dtype=object)[None, :]
+        kw["customdata"] = cd
+        kw["hovertemplate"] = (
+            "query %{y}: %{customdata[0]}<br>key %{x}: %{customdata[1]}<br>attention weight %{z:.4f}<extra></extra>"
+        )
+    else:
+        kw["hovertemplate"] = "query %{y}<br>key %{x}<br>attention weight %{z:.4f}<extra></extra>"
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            zmin=0.0,
+            zmax=1.0,
+            colorscale=SEQUENTIAL,
+            hoverongaps=False,
+            colorbar={"title": {"text": "weight"}},
+            **kw,
+        )
+    )
+    fig.update_xaxes(**token_axis(tokens, "key (looked at)"))
+    fig.update_yaxes(**token_axis(tokens, "query (looking)", reverse=True))
+    fig.update_layout(title={"text": title}, plot_bgcolor=MASK_GREY, height=height or _square(T))
+    fig.update_xaxes(showgrid=False)
+    fig.update_yaxes(showgrid=False)
+    style(fig, projector)
+    return fig.update_traces(colorbar_title_text="weight")  # style() resets the colour bar in projector mode
+
+
+def _square(T: int) -> int:
+    return int(min(680, max(360, 160 + 20 * T)))
+
+
+def attention_pattern(
+    trace: Trace, layer: int, head: int, projector: bool = False, title: str | None = None
+) -> go.Figure:
+    """Attention pattern of head ``head`` in layer ``layer``: who looks at whom, row = query."""
+    _check(trace, layer, head)
+    return pattern_heatmap(
+        trace.pattern(layer, head),
+        trace.tokens,
+        title or f"Layer {layer}, head {head}: where each token looks",
+        projector,
+    )
+
+
+def _check(trace: Trace, layer: int, head: int) -> None:
+    cfg = trace.config
+    if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
+        raise IndexError(f"head {layer}.{head} is outside this model ({cfg.n_layer} layers × {cfg.n_head} heads)")
+
+
+def attention_grid(
+    trace: Trace, selected: tuple[int, int] | None = None, size: int = 32, projector: bool = False
+) -> go.Figure:
+    """Every head at once (BertViz's model view): layers down, heads across, each pattern
+    max-pooled to at most ``size × size``. Each cell has a small dot in its empty (masked)
+    corner: clicking it selects the head (see ``grid_cell``)."""
+    cfg = trace.config
+    L, H, T = cfg.n_layer, cfg.n_head, trace.n_tokens
+    hs, vs = 0.012, 0.02 if L < 8 else 0.01
+    w, hh = (1 - hs * (H - 1)) / H, (1 - vs * (L - 1)) / L
+    traces, axes = [], {}
+    dot = {"size": 9, "color": QUALITATIVE[1], "line": {"width": 1, "color": "#333333"}}
+    font = {"size": 16 if projector else 12}
+    for layer in range(L):
+        pooled, s = max_pool(trace[f"blocks.{layer}.attn.hook_pattern"], size)
+        centres = np.arange(pooled.shape[-1]) * s + (s - 1) / 2
+        where = "query %{y:.0f}, key %{x:.0f}" if s == 1 else f"queries ≈ %{{y:.0f}}, keys ≈ %{{x:.0f}} (±{s // 2})"
+        for h in range(H):
+            n = layer * H + h + 1
+            xa, ya = f"x{n if n > 1 else ''}", f"y{n if n > 1 else ''}"
+            traces.append(
+                go.Heatmap(
+                    z=pooled[h],
+                    x=centres,
+                    y=centres,
+                    xaxis=xa,
+                    yaxis=ya,
+                    coloraxis="coloraxis",
+                    hoverongaps=False,
+                    hovertemplate=f"head {layer}.{h}<br>{where}<br>{'max ' if s > 1 else ''}weight %{{z:.3f}}"
+                    "<extra></extra>",
+                )
+            )
+            traces.append(
+                go.Scatter(
+                    x=[0.78 * (T - 1)],
+                    y=[0.22 * (T - 1)],
+                    xaxis=xa,
+                    yaxis=ya,
+                    mode="markers",
+                    marker=dot,
+                    customdata=[[layer, h]],
+                    hovertemplate=f"head {layer}.{h}: click to open<extra></extra>",
+                    showlegend=False,
+                )
+            )
+            ax = {"showticklabels": False, "showgrid": False, "zeroline": False, "fixedrange": True}
+            axes[f"xaxis{n}"] = {
+                **ax,
+                "domain": [h * (w + hs), h * (w + hs) + w],
+                "anchor": ya,
+                "range": [-0.5, T - 0.5],
+                "constrain": "domain",
+                "title": {"text": f"head {h}" if layer == L - 1 else "", "font": font, "standoff": 4},
+            }
+            top = 1 - layer * (hh + vs)
+            axes[f"yaxis{n}"] = {
+                **ax,
+                "domain": [top - hh, top],
+                "anchor": xa,
+                "range": [T - 0.5, -0.5],  # query 0 at the top
+                "scaleanchor": xa,  # square cells, like the single pattern
+                "constrain": "domain",
+                "title": {"text": f"layer {layer}" if h == 0 else "", "font": font, "standoff": 4},
+            }
+    shapes = []
+    if selected is not None and 0 <= selected[0] < L and 0 <= selected[1] < H:
+        n = selected[0] * H + selected[1] + 1
+        suffix = "" if n == 1 else str(n)
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": f"x{suffix} domain",
+                "yref": f"y{suffix} domain",
+                "x0": -0.03,
+                "x1": 1.03,
+                "y0": -0.03,
+                "y1": 1.03,
+                "line": {"color": QUALITATIVE[5], "width": 3},
+            }
+        )
+    # Plotly's per-axis updates are slow at 144 subplots: style an empty figure, then build once.
+    layout = style(go.Figure(), projector).layout.to_plotly_json()
+    layout.update(
+        axes,
+        title={"text": f"All {L * H} heads ({L} layers × {H} heads): click a dot to open that head", **layout["title"]},
+        coloraxis={
+            "colorscale": SEQUENTIAL_PROJECTOR if projector else SEQUENTIAL,
+            "cmin": 0.0,
+            "cmax": 1.0,
+            "colorbar": {"title": {"text": "weight"}},
+        },
+        plot_bgcolor=MASK_GREY,
+        shapes=shapes,
+        height=int(100 + L * max(70, min(160, 1000 // H))),
+        margin={"l": 70, "r": 20, "t": 60, "b": 40},
+    )
+    return go.Figure(data=traces, layout=layout)
+
+
+def grid_cell(point: dict, n_head: int) -> tuple[int, int] | None:
+    """The ``(layer, head)`` a click on ``attention_grid`` chose (a selection point), or None."""
+    cd = point.get("customdata")
+    if isinstance(cd, list | tuple) and len(cd) == 2:
+        return int(cd[0]), int(cd[1])
+    curve = point.get("curve_number")
+    if curve is None:
+        return None
+    return divmod(int(curve) // 2, n_head)
+
+
+def _head(trace: Trace, name: str, layer: int, head: int, n: int) -> np.ndarray:
+    return np.asarray(trace[f"blocks.{layer}.attn.{name}"][:n, head, :], dtype=np.float32)
+
+
+def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
+    """Step 1: the head's query, key and value vectors for the first ``n`` tokens."""
+    _check(trace, layer, head)
+    n = min(n, trace.n_tokens)
+    tokens = trace.tokens[:n]
+    mats = [_head(trace, f"hook_{x}", layer, head, n) for x in "qkv"]
+    lim = float(max(np.abs(m).max() for m in mats)) or 1.0
+    names = ["Q: what am I looking for?", "K: what do I contain?", "V: what do I pass on?"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.05)
+    tick = np.asarray(token_labels(tokens), dtype=object)
+    for i, m in enumerate(mats):
+        fig.add_trace(
+            go.Heatmap(
+                z=m,
+                customdata=np.repeat(tick[:, None], m.shape[1], axis=1),
+                coloraxis="coloraxis",
+                hovertemplate=f"{'QKV'[i]} of token %{{y}}: %{{customdata}}<br>dimension %{{x}}<br>"
+                "value %{z:.4f}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
+        fig.update_xaxes(title={"text": "dimension"}, row=1, col=i + 1)
+        axis = token_axis(tokens, "token" if i == 0 else "", reverse=True)
+        if i:
+            axis["showticklabels"] = False
+        fig.update_yaxes(**axis, row=1, col=i + 1)
+    fig.update_layout(
+        title={"text": f"Step 1 · head {layer}.{head}: each token's query, key and value ({m.shape[1]} numbers each)"},
+        coloraxis={"colorscale": "RdBu_r", "cmid": 0.0, "cmin": -lim, "cmax": lim},
+        height=_step_height(n),
+    )
+    return style(fig, projector)
+
+
+def _step_height(n: int) -> int:
+    return int(min(700, max(320, 140 + 20 * n)))
+
+
+def scores_heatmap(
+    trace: Trace, layer: int, head: int, n: int = 24, masked: bool = False, projector: bool = False
+) -> go.Figure:
+    """Step 2 (``masked=False``): Q·Kᵀ/√d for every pair; step 3 (``masked=True``): the same with
+    the future blanked out (it becomes −∞ before the softmax, so its weight is exactly 0)."""
+    _check(trace, layer, head)
+    n = min(n, trace.n_tokens)
+    s = np.asarray(trace[f"blocks.{layer}.attn.hook_attn_scores"][head, :n, :n], dtype=np.float32)
+    d = trace.config.d_head
+    if masked:
+        s = causal_masked(s)
+        title = "Step 3 · the causal mask: a token may not look at later tokens (grey = −∞)"
+    else:
+        title = f"Step 2 · scores = Q·Kᵀ / √{d}: how well each query matches each key"
+    fig = heatmap(
+        s,
+        x_tokens=trace.tokens[:n],
+        y_tokens=trace.tokens[:n],
+        x_title="key",
+        y_title="query",
+        title=title,
+        diverging=True,
+        hover="score",
+        projector=projector,
+        height=_step_height(n),
+    )
+    fig.update_traces(hoverongaps=False)
+    fig.update_layout(plot_bgcolor=MASK_GREY)
+    fig.update_xaxes(showgrid=False)
+    fig.update_yaxes(showgrid=False)
+    return fig
+
+
+def softmax_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
+    """Step 4: softmax of each row of the masked scores: the weights, each row sums to 1."""
+    _check(trace, layer, head)
+    n = min(n, trace.n_tokens)
+    return pattern_heatmap(
+        trace.pattern(layer, head)[:n, :n],
+        trace.tokens[:n],
+        "Step 4 · softmax of each row: attention weights (each row sums to 1)",
+        projector,
+        height=_step_height(n),
+    )
+
+
+def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
+    """Step 5: the head's output z = weights @ V, one vector per token (``hook_z``)."""
+    _check(trace, layer, head)
+    n = min(n, trace.n_tokens)
+    z = _head(trace, "hook_z", layer, head, n)
+    return heatmap(
+        z,
+        y_tokens=trace.tokens[:n],
+        x_title="dimension",
+        y_title="token",
+        title="Step 5 · output = weights × V: a weighted average of the value vectors",
+        diverging=True,
+        projector=projector,
+        height=_step_height(n),
+        hovertemplate="output of token %{y}: %{customdata[0]}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
+    )
+
+
+STEP_NOTES = (
+    "Three learned matrices turn each token's vector into a query, a key and a value.",
+    "The dot product of every query with every key, divided by √d so the numbers stay moderate.",
+    "Scores for later tokens are replaced by −∞, so after the softmax they get weight exactly 0.",
+    "Softmax turns each row into positive weights that sum to 1: the attention pattern.",
+    "Each token's output is the weighted average of the value vectors it attends to.",
+)
+
+
+def attention_steps(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> list[go.Figure]:
+    """The five steps of one head, in order (Q/K/V, scores, mask, softmax, weighted sum)."""
+    return [
+        qkv_heatmaps(trace, layer, head, n, projector),
+        scores_heatmap(trace, layer, head, n, False, projector),
+        scores_heatmap(trace, layer, head, n, True, projector),
+        softmax_heatmap(trace, layer, head, n, projector),
+        weighted_sum_heatmap(trace, layer, head, n, projector),
+    ]
+
+
+def attention_from_token(trace: Trace, layer: int, query: int, projector: bool = False) -> go.Figure:
+    """For the token at ``query``: its attention weights over the keys 0..query, one bar per head."""
+    H = trace.config.n_head
+    if not (0 <= layer < trace.config.n_layer and 0 <= query < trace.n_tokens):
+        raise IndexError(f"layer {layer} / position {query} is outside this trace")
+    w = np.asarray(trace[f"blocks.{layer}.attn.hook_pattern"][:, query, : query + 1], dtype=np.float32)  # [H, q+1]
+    keys = list(range(query + 1))
+    names = token_labels(trace.tokens[: query + 1])
+    fig = go.Figure()
+    for h in range(H):
+        fig.add_trace(
+            go.Bar(
+                x=keys,
+                y=w[h],
+                name=f"head {h}",
+                marker_color=QUALITATIVE[h % len(QUALITATIVE)],
+                customdata=names,
+                hovertemplate=f"head {layer}.{h}<br>key %{{x}}: %{{customdata}}<br>weight %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": f"Where {label(trace.tokens[query])} (position {query}) looks, in every head of layer {layer}"},
+        barmode="group",
+        yaxis={"title": {"text": "attention weight"}, "range": [0, 1.02]},
+        legend={"title": {"text": "head"}},
+    )
+    fig.update_xaxes(**token_axis(trace.tokens[: query + 1], "key (earlier token)"))
+    return style(fig, projector)
+
+
+def next_token_bars(
+    tokens: Sequence[str],
+    before: np.ndarray,
+    after: np.ndarray,
+    kl: float,
+    what: str = "after ablation",
+    projector: bool = False,
+) -> go.Figure:
+    """Next-token probabilities of some tokens before and after an intervention, side by side."""
+    names = token_labels(tokens)
+    x = list(range(len(names)))
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=x,
+                y=np.asarray(before, dtype=np.float32),
+                name="before",
+                marker_color=QUALITATIVE[0],
+                customdata=names,
+                hovertemplate="%{customdata}<br>before %{y:.2%}<extra></extra>",
+            ),
+            go.Bar(
+                x=x,
+                y=np.asarray(after, dtype=np.float32),
+                name=what,
+                marker_color=QUALITATIVE[5],
+                customdata=names,
+                hovertemplate="%{customdata}<br>" + what + " %{y:.2%}<extra></extra>",
+            ),
+        ]
+    )
+    fig.update_xaxes(tickmode="array", tickvals=x, ticktext=names, title={"text": "next token"})
+    fig.update_layout(
+        title={"text": f"Next-token probabilities, before and {what} (KL = {kl:.4f} nats)"},
+        barmode="group",
+        yaxis={"title": {"text": "probability"}, "tickformat": ".0%"},
+    )
+    return style(fig, projector)

@@ -1,0 +1,290 @@
+"""Stage 4b — the feed-forward network, the residual stream, LayerNorm, logit lens and DLA.
+
+Pure functions: arrays or a Trace (and results of ``gptviz.analysis.lens``) in, a Plotly
+figure out. Token axes are positions labelled with escaped token text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gptviz.analysis.lens import Attribution, LayerNormView, LogitLens, residual_stack, stage_labels
+from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, token_labels
+from gptviz.trace import Trace
+
+MAX_HOVER_CELLS = 40_000  # beyond this a heatmap's hover names the position only (keeps JSON small)
+MAX_CELL_TEXT_TOKENS = 40  # logit lens: write the top token in the cells up to this many positions
+
+
+def top_neurons(acts: np.ndarray, n: int) -> np.ndarray:
+    """Ids of the ``n`` neurons with the largest max |activation| over tokens, in id order."""
+    score = np.abs(np.asarray(acts, dtype=np.float32)).max(axis=0)
+    n = max(1, min(n, score.size))
+    return np.sort(np.argsort(-score, kind="stable")[:n])
+
+
+def _cell_tokens(rows: int, tokens: Sequence[str]) -> np.ndarray:
+    """Per-cell token labels for hover text; empty when the grid is too large to carry them."""
+    if rows * len(tokens) > MAX_HOVER_CELLS:
+        return np.empty((0, 0), dtype=object)
+    return np.broadcast_to(np.asarray(token_labels(tokens), dtype=object)[None, :], (rows, len(tokens)))
+
+
+def mlp_activation_heatmap(
+    acts: np.ndarray, tokens: Sequence[str], layer: int, top_n: int = 64, projector: bool = False
+) -> go.Figure:
+    """Neurons × tokens heatmap of one layer's MLP activations (after the non-linearity).
+
+    Only the ``top_n`` most active neurons (largest max |activation| over the prompt) are drawn,
+    so GPT-2's 3,072 neurons × 1,024 tokens stays a small figure; the title says how many.
+    """
+    acts = np.asarray(acts, dtype=np.float32)  # [T, M]
+    ids = top_neurons(acts, top_n)
+    z = acts[:, ids].T  # [n, T]
+    cells = _cell_tokens(len(ids), tokens)
+    shown = "all" if len(ids) == acts.shape[1] else f"the {len(ids)} most active of"
+    fig = heatmap(
+        z,
+        x_tokens=tokens,
+        x_title="token",
+        y_title="neuron",
+        diverging=True,
+        projector=projector,
+        title=f"Layer {layer} feed-forward activations: {shown} {acts.shape[1]} neurons",
+        customdata=cells,
+        hovertemplate=(
+            "neuron %{y}<br>position %{x}"
+            + (": %{customdata}" if cells.size else "")
+            + "<br>activation %{z:.3f}<extra></extra>"
+        ),
+    )
+    names = [str(i) for i in ids]
+    fig.data[0].y = names
+    step = max(1, int(np.ceil(len(ids) / 40)))
+    fig.update_yaxes(type="category", tickmode="array", tickvals=names[::step], ticktext=names[::step])
+    fig.update_layout(height=max(360, min(900, 14 * len(ids) + 160)))
+    return fig
+
+
+def top_neurons_bar(
+    acts: np.ndarray, pos: int, tokens: Sequence[str], layer: int, k: int = 15, projector: bool = False
+) -> go.Figure:
+    """The ``k`` neurons of one layer that fire most strongly on the token at ``pos``."""
+    row = np.asarray(acts, dtype=np.float32)[pos]
+    ids = np.argsort(-row, kind="stable")[: min(k, row.size)][::-1]
+    names = [f"{layer}.{i}" for i in ids]
+    fig = go.Figure(
+        go.Bar(
+            x=row[ids],
+            y=names,
+            orientation="h",
+            marker_color=QUALITATIVE[0],
+            hovertemplate="neuron %{y}<br>activation %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": f"Most active layer-{layer} neurons on token {pos} ({label(tokens[pos])})"},
+        xaxis_title="activation",
+        yaxis_title="neuron (layer.id)",
+        height=max(300, 24 * len(ids) + 120),
+    )
+    fig.update_yaxes(type="category")
+    return style(fig, projector)
+
+
+def _stage_heatmap(z: np.ndarray, rows: Sequence[str], tokens: Sequence[str], value: str, **kw) -> go.Figure:
+    """A heatmap with one row per residual stage (named) and one column per token."""
+    cells = np.empty((len(rows), len(tokens), 2), dtype=object)
+    cells[:, :, 0] = np.asarray([esc(r) for r in rows], dtype=object)[:, None]
+    cells[:, :, 1] = np.asarray(token_labels(tokens), dtype=object)[None, :]
+    fig = heatmap(
+        z,
+        x_tokens=tokens,
+        x_title="token",
+        customdata=cells,
+        hovertemplate="%{customdata[0]}<br>position %{x}: %{customdata[1]}<br>" + value + "<extra></extra>",
+        **kw,
+    )
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(rows))), ticktext=[esc(r) for r in rows], title="")
+    fig.update_layout(height=max(300, 34 * len(rows) + 160))
+    return fig
+
+
+def residual_norms(trace: Trace) -> np.ndarray:
+    """‖residual‖ at every stage and position, ``[n_layer + 1, T]``."""
+    return np.linalg.norm(residual_stack(trace), axis=-1)
+
+
+def residual_norm_heatmap(trace: Trace, projector: bool = False) -> go.Figure:
+    """Length of the residual stream vector at every stage (rows) and token (columns)."""
+    return _stage_heatmap(
+        residual_norms(trace),
+        stage_labels(trace.config.n_layer),
+        trace.tokens,
+        "‖residual‖ %{z:.2f}",
+        title="Residual stream length (L2 norm) through the layers",
+        projector=projector,
+    )
+
+
+def sublayer_norms(trace: Trace, pos: int | None = None, projector: bool = False) -> go.Figure:
+    """Length of what attention and the feed-forward network add at each layer, next to the
+    length of the stream they add it to (averaged over tokens, or at token ``pos``)."""
+    L = trace.config.n_layer
+
+    def norm(name: str) -> np.ndarray:
+        n = np.linalg.norm(trace[name], axis=-1)
+        return n if pos is None else n[[pos]]
+
+    series = [
+        ("residual stream entering the layer", "hook_resid_pre", QUALITATIVE[7]),
+        ("attention adds", "hook_attn_out", QUALITATIVE[0]),
+        ("feed-forward adds", "hook_mlp_out", QUALITATIVE[1]),
+    ]
+    x = [f"layer {i}" for i in range(L)]
+    fig = go.Figure()
+    for name, hook, colour in series:
+        vals = [norm(f"blocks.{i}.{hook}") for i in range(L)]
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=[v.mean() for v in vals],
+                error_y={"type": "data", "array": [v.std() for v in vals], "visible": pos is None},
+                name=name,
+                marker_color=colour,
+                hovertemplate=f"%{{x}}<br>{name}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    where = "averaged over all tokens (bars: ± one standard deviation)" if pos is None else f"token {pos}"
+    fig.update_layout(title={"text": f"What each sub-layer adds, {where}"}, barmode="group", yaxis_title="L2 norm")
+    return style(fig, projector)
+
+
+def layernorm_figure(view: LayerNormView, token: str, projector: bool = False) -> go.Figure:
+    """One LayerNorm at one token: input, normalized, learned scale and shift, output (by dimension)."""
+    dims = np.arange(view.x.size)
+    panels = [
+        (f"input x (mean {view.mean:.3f}, std {view.std:.3f})", [("x", view.x, QUALITATIVE[7])]),
+        ("normalized: (x − mean) / std", [("(x − mean) / std", view.normalized, QUALITATIVE[2])]),
+        (
+            "learned scale (weight γ) and shift (bias β)",
+            [("scale γ", view.weight, QUALITATIVE[0]), ("shift β", view.bias, QUALITATIVE[1])],
+        ),
+        ("output = normalized × γ + β", [("output", view.output, QUALITATIVE[5])]),
+    ]
+    fig = make_subplots(
+        rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[p[0] for p in panels]
+    )
+    for r, (_, lines) in enumerate(panels, start=1):
+        for name, y, colour in lines:
+            fig.add_trace(
+                go.Scatter(
+                    x=dims,
+                    y=y,
+                    mode="lines" if y.size > 64 else "lines+markers",
+                    name=name,
+                    line={"color": colour, "width": 1.5},
+                    hovertemplate=f"dimension %{{x}}<br>{name}: %{{y:.4f}}<extra></extra>",
+                ),
+                row=r,
+                col=1,
+            )
+    fig.update_xaxes(title_text="dimension", row=len(panels), col=1)
+    fig.update_layout(
+        title={"text": f"{esc(view.name)} on token {view.pos} ({label(token)})"},
+        height=760,
+        legend={"orientation": "h", "y": -0.08},
+    )
+    return style(fig, projector)
+
+
+def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], projector: bool = False) -> go.Figure:
+    """Probability of the top next-token guess at every stage and position, the guess as text."""
+    rows, T = lens.top_probs.shape
+    fig = _stage_heatmap(
+        lens.top_probs,
+        lens.labels,
+        tokens,
+        "top guess %{text}: p = %{z:.3f}",
+        zmin=0.0,
+        zmax=1.0,
+        title="Logit lens: the most likely next token if the model stopped after each layer",
+        projector=projector,
+    )
+    text = np.asarray([[label(s) for s in row] for row in lens.top_tokens], dtype=object)
+    fig.data[0].text = text
+    if T <= MAX_CELL_TEXT_TOKENS:
+        fig.data[0].texttemplate = "%{text}"
+        fig.data[0].textfont = {"size": 16 if projector else 11}
+    fig.data[0].colorbar = {"title": {"text": "p"}}
+    return fig
+
+
+def logit_attribution(attr: Attribution, token: str, projector: bool = False) -> go.Figure:
+    """Waterfall: each component's push on the target token's logit, then the bias, = the logit."""
+    names = [*attr.labels, "bias (LN shift + output bias)", "= logit"]
+    values = [*attr.values.tolist(), attr.bias, attr.total]
+    fig = go.Figure(
+        go.Waterfall(
+            x=names,
+            y=values,
+            measure=["relative"] * (len(names) - 1) + ["total"],
+            increasing={"marker": {"color": "#B2182B"}},
+            decreasing={"marker": {"color": "#2166AC"}},
+            totals={"marker": {"color": QUALITATIVE[7]}},
+            connector={"line": {"color": "#999999", "width": 1}},
+            hovertemplate="%{x}<br>contribution %{y:+.3f}<extra></extra>",
+        )
+    )
+    kind = "exact" if attr.exact else "approximate"
+    fig.update_layout(
+        title={"text": f"Direct logit attribution ({kind}) for {label(token)} after token {attr.pos}"},
+        yaxis_title="logit contribution",
+        xaxis_title="component",
+        showlegend=False,
+    )
+    fig.update_xaxes(type="category")
+    return style(fig, projector)
+
+
+def ablation_effect(
+    before: np.ndarray, after: np.ndarray, name_of: Callable[[int], str], k: int = 10, projector: bool = False
+) -> go.Figure:
+    """Next-token probabilities before and after an ablation, for the top ``k`` tokens of either."""
+    before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    ids = list(dict.fromkeys([*np.argsort(-before)[:k].tolist(), *np.argsort(-after)[:k].tolist()]))
+    ids.sort(key=lambda i: -before[i])
+    names = [f"{label(name_of(i))} ({i})" for i in ids]
+    fig = go.Figure(
+        [
+            go.Bar(x=names, y=before[ids], name="before", marker_color=QUALITATIVE[0]),
+            go.Bar(x=names, y=after[ids], name="after ablation", marker_color=QUALITATIVE[1]),
+        ]
+    )
+    fig.update_traces(hovertemplate="%{x}<br>p = %{y:.4f}<extra>%{fullData.name}</extra>")
+    fig.update_layout(
+        title={"text": "Next-token probabilities at the last position, before and after"},
+        barmode="group",
+        yaxis_title="probability",
+        xaxis_title="token (id)",
+    )
+    fig.update_xaxes(type="category", tickangle=-45)
+    return style(fig, projector)
+
+
+__all__ = [
+    "ablation_effect",
+    "layernorm_figure",
+    "logit_attribution",
+    "logit_lens_heatmap",
+    "mlp_activation_heatmap",
+    "residual_norm_heatmap",
+    "residual_norms",
+    "sublayer_norms",
+    "top_neurons",
+    "top_neurons_bar",
+]

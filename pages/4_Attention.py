@@ -1,0 +1,107 @@
+"""Stage 4a — self-attention: every token looks back at the tokens before it."""
+
+import numpy as np
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis.ablation import Ablation, parse_components
+from gptviz.analysis.attention import STAT_HELP, compare_next_token, head_stats, induction_scores
+from gptviz.figures import attention as fa
+
+ctx = ui.page(
+    "4a · Self-attention",
+    "Self-attention is how tokens share information. Each token asks a **query** (what am I looking "
+    "for?), every token offers a **key** (what do I contain?) and a **value** (what do I pass on?). "
+    "The query–key match decides *how much* each token looks at each earlier one; it then receives "
+    "that mix of values. A layer has several **heads** doing this side by side, each free to look "
+    "for something different: the previous word, the start of the sentence, an earlier copy…",
+)
+t, cfg, pj = ctx.trace, ctx.cfg, ctx.projector
+
+
+@st.cache_data(show_spinner="Measuring induction on repeated random tokens…", max_entries=8)
+def induction(spec: str, seed: int = 0) -> np.ndarray:
+    return induction_scores(ui.load_model(spec), seed=seed)
+
+
+def open_clicked_head() -> None:
+    points = (st.session_state.get("attn_grid") or {}).get("selection", {}).get("points", [])
+    cell = fa.grid_cell(points[0], cfg.n_head) if points else None
+    if cell:
+        for key, value in zip(("attn_layer", "attn_head"), cell, strict=True):
+            ui.keep(key, value)
+            st.session_state[f"w_{key}"] = value
+
+
+c1, c2 = st.columns(2)
+layer = ui.slider("Layer", 0, cfg.n_layer - 1, "attn_layer", 0, where=c1)
+head = ui.slider("Head", 0, cfg.n_head - 1, "attn_head", 0, where=c2)
+ui.chart(fa.attention_pattern(t, layer, head, projector=pj), "attn_pattern", alt="Attention pattern of one head")
+st.caption(
+    "Row = the token doing the looking (query), column = the token looked at (key); bright = high weight, "
+    "each row sums to 1. The grey triangle is the **causal mask**: a GPT may not peek at later tokens."
+)
+
+st.subheader("All heads at once")
+ui.chart(
+    fa.attention_grid(t, (layer, head), projector=pj), "attn_grid", on_select=open_clicked_head, selection_mode="points"
+)
+st.caption(
+    "Each small square is one head's pattern (long prompts are shrunk, keeping the brightest cell of each block). "
+    "Stripes just below the diagonal look one token back; a bright first column parks attention on the first token."
+)
+
+n = min(t.n_tokens, 20)
+st.subheader(f"Step by step: head {layer}.{head} on the first {n} tokens")
+steps = fa.attention_steps(t, layer, head, n, projector=pj)
+slots = [st.container(), *st.columns(2), *st.columns(2)]
+for i, (slot, fig, note) in enumerate(zip(slots, steps, fa.STEP_NOTES, strict=True)):
+    with slot:
+        ui.chart(fig, f"attn_step{i + 1}")
+        st.caption(note)
+
+st.subheader("Attention from one token")
+q = ui.slider("Query position", 0, t.n_tokens - 1, "attn_query", t.n_tokens - 1)
+ui.chart(fa.attention_from_token(t, layer, q, projector=pj), "attn_from_token")
+st.caption(f"How much the token at position {q} looks at each earlier token, in each head of layer {layer}.")
+
+st.subheader("What does each head do? Head statistics")
+stats = head_stats(t, induction(ctx.spec))
+st.dataframe(
+    stats.drop(columns=["layer", "head index"]),
+    column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=STAT_HELP[c]) for c in STAT_HELP},
+    width="stretch",
+)
+st.markdown("\n".join(f"- **{k}**: {v}" for k, v in STAT_HELP.items()))
+st.caption("Click a column header to sort. Induction is measured on random tokens, the others on your prompt.")
+
+st.subheader("Ablation: switch heads off")
+st.markdown(
+    "Switch heads off and see what the model predicts without them: **zero** replaces a head's output by 0, "
+    "**mean** by its average over the prompt (keeps the average, drops what depends on the token)."
+)
+ab = ui.ablation(ctx)
+options = [f"{a}.{b}" for a in range(cfg.n_layer) for b in range(cfg.n_head)]
+st.session_state.setdefault("w_attn_ablate", [f"{a}.{b}" for a, b in ab.heads])
+st.session_state["w_attn_ablate"] = [h for h in st.session_state["w_attn_ablate"] if h in options]
+st.session_state.setdefault("w_attn_ablate_mode", ab.mode)
+chosen = st.multiselect("Heads to ablate (layer.head)", options, key="w_attn_ablate")
+mode = st.radio("Replace each head's output by", ["zero", "mean"], key="w_attn_ablate_mode", horizontal=True)
+ab = Ablation(parse_components(chosen), ab.neurons, mode)
+ui.set_ablation(ab)
+if ab:
+    after = ui.ablated_trace(ctx, ab)
+    cmp = compare_next_token(t.probs(), after.probs(), k=8)
+    words = [ctx.tokenizer.token_str(int(i)) for i in cmp["ids"]]
+    ui.chart(fa.next_token_bars(words, cmp["before"], cmp["after"], cmp["kl"], projector=pj), "attn_ablation_next")
+    st.metric("KL divergence (before ‖ after)", f"{cmp['kl']:.4f} nats", help="0 means the prediction did not change")
+    title = f"Head {layer}.{head} after the ablation ({ab.describe()})"
+    ui.chart(fa.attention_pattern(after, layer, head, projector=pj, title=title), "attn_pattern_ablated")
+    st.caption("A head's pattern only changes if an ablated head sits in an *earlier* layer.")
+
+ui.seed_note(
+    "attention_output, _ = nn.MultiheadAttention(embed_dim, num_heads)(embeddings, embeddings, embeddings)",
+    "The seed's call has **no causal mask**, so every token also sees the future; a GPT masks it "
+    "(pass `attn_mask=nn.Transformer.generate_square_subsequent_mask(T)`). It also expects **sequence-first** input "
+    "(`batch_first=False`: `[T, B, D]`), while our model uses `[B, T, D]`.",
+)

@@ -1,0 +1,119 @@
+"""Stage 4b — feed-forward network, residual stream, LayerNorm; logit lens, attribution, ablation."""
+
+import numpy as np
+import streamlit as st
+
+from gptviz import ui
+from gptviz.analysis.ablation import Ablation, kl_divergence, parse_components
+from gptviz.analysis.lens import direct_logit_attribution, layernorm_names, layernorm_view, logit_lens
+from gptviz.figures import residual as fig
+
+ctx = ui.page(
+    "4b · Feed-forward & residual stream",
+    "After attention has mixed information *between* tokens, each token's vector goes through a small "
+    "**feed-forward network** on its own: widen it (×4), apply a non-linearity, project it back. Its hidden "
+    "units are called **neurons**. Every sub-layer *adds* its result to a running vector per token, the "
+    "**residual stream**, and **LayerNorm** keeps that vector's scale in check. Below: which neurons fire, how "
+    "the stream grows, what LayerNorm does, what the stream already predicts after each layer, and what "
+    "happens when you switch neurons off.",
+)
+t, cfg, P = ctx.trace, ctx.cfg, ctx.projector
+tok_str, act = ctx.tokenizer.token_str, {"relu": "ReLU"}.get(cfg.act, "GELU")
+st.caption(f"This model: **{cfg.norm}-LN**, activation **{act}**, {cfg.d_mlp:,} neurons per layer.")
+
+st.subheader("Which neurons fire?")
+layer = ui.slider("Layer", 0, cfg.n_layer - 1, "ff_layer", 0)
+acts = t[f"blocks.{layer}.mlp.hook_post"]
+top_n = ui.slider("Neurons shown (the most active ones)", 1, min(cfg.d_mlp, 256), "ff_top", min(cfg.d_mlp, 64))
+ui.chart(fig.mlp_activation_heatmap(acts, t.tokens, layer, top_n, projector=P), "ff_mlp")
+st.caption(
+    f"Each row is one neuron (its value after the {act}), each column a token; red is positive. Only the "
+    f"{min(top_n, cfg.d_mlp)} neurons with the largest activation anywhere in the prompt are drawn (of {cfg.d_mlp:,})."
+)
+pos = ui.slider("Token position (here and for LayerNorm below)", 0, t.n_tokens - 1, "ff_pos", t.n_tokens - 1)
+ui.chart(fig.top_neurons_bar(acts, pos, t.tokens, layer, projector=P), "ff_top_neurons")
+
+st.subheader("The residual stream")
+st.markdown(
+    "Top: how long each token's vector is after every layer. In a pre-LN model (GPT-2) nothing rescales the stream, "
+    "so it tends to grow layer by layer; in the seed's post-LN model every layer ends on a LayerNorm, so its length "
+    "stays about the same. Below: how big a change attention and the feed-forward network make at each layer next "
+    "to the stream they add to (averages over the prompt's tokens; whiskers show how much tokens differ)."
+)
+ui.chart(fig.residual_norm_heatmap(t, projector=P), "ff_resid_norm")
+ui.chart(fig.sublayer_norms(t, projector=P), "ff_sublayer")
+
+st.subheader("LayerNorm, step by step")
+names = layernorm_names(cfg)
+ln = ui.select("LayerNorm", names, "ff_ln", default=f"blocks.{layer}.ln2")
+view = layernorm_view(ctx.model, t, ln, pos)
+st.markdown(
+    f"**{ln}**: {view.role}. LayerNorm subtracts the vector's mean, divides by its standard deviation, then "
+    "multiplies by a learned scale γ and adds a learned shift β (one of each per dimension)."
+)
+ui.chart(fig.layernorm_figure(view, t.tokens[pos], projector=P), "ff_layernorm")
+
+st.subheader("Logit lens: what would the model say if it stopped here?")
+
+
+@st.cache_data(max_entries=16, show_spinner="Decoding every layer…")
+def _lens(spec: str, text: str, _model, _trace):  # the model and trace are fixed by (spec, text)
+    return logit_lens(_model, _trace)
+
+
+lens = _lens(ctx.spec, t.text, ctx.model, t)
+ui.chart(fig.logit_lens_heatmap(lens, t.tokens, projector=P), "ff_lens")
+how = "through the final LayerNorm" if cfg.final_ln else "the seed's stream is already normalized after every layer"
+tied = " With tied weights the first row mostly predicts the input token itself." if cfg.tie_weights else ""
+st.caption(
+    f"Each row decodes the residual stream after one layer with the model's own output layer ({how}). The last "
+    f"row is the model's real prediction; colour is its probability.{tied}"
+)
+
+st.subheader("Direct logit attribution: who pushed the prediction?")
+top_ids = np.argsort(-t.probs())[:10].tolist()
+target = ui.select(
+    "Target token (next after the last position)", top_ids, "ff_target", format_func=lambda i: repr(tok_str(i))
+)
+attr = direct_logit_attribution(ctx.model, t, target)
+ui.chart(fig.logit_attribution(attr, tok_str(target), projector=P), "ff_dla")
+st.caption(
+    f"Each bar: how much one component's write into the residual stream raises (red) or lowers (blue) the "
+    f"logit of {tok_str(target)!r}. This split is **{attr.method}**."
+)
+
+st.subheader("Neuron ablation: switch neurons off")
+st.markdown(
+    "Knock out neurons and watch the prediction: **zero** replaces a neuron's activation by 0 at every "
+    "position, **mean** by its average over the prompt. A big change (high KL divergence) means the model "
+    "relied on them. Tip: try the most active neurons from the bar chart above."
+)
+ab = ui.ablation(ctx)
+
+
+def _apply(heads: tuple) -> None:
+    picked = parse_components(st.session_state["ff_ablate_pick"])
+    ui.set_ablation(Ablation(heads, picked, st.session_state["ff_ablate_mode"]))
+
+
+current = [f"{a}.{b}" for a, b in sorted(ab.neurons)]
+options = sorted({*current, *(f"{layer}.{n}" for n in range(cfg.d_mlp))}, key=lambda s: parse_components([s])[0])
+st.session_state["ff_ablate_pick"] = current
+st.session_state["ff_ablate_mode"] = ab.mode
+c1, c2 = st.columns([3, 1])
+c1.multiselect("Neurons to ablate (layer.neuron)", options, key="ff_ablate_pick", on_change=_apply, args=(ab.heads,))
+c2.radio("Replace by", ["zero", "mean"], key="ff_ablate_mode", on_change=_apply, args=(ab.heads,), horizontal=True)
+after = ui.ablated_trace(ctx, ab)
+st.metric("KL divergence, before ‖ after (last position)", f"{kl_divergence(t.probs(), after.probs()):.4f} nats")
+st.caption(ab.describe() + (" (heads come from the attention page)" if ab.heads else ""))
+ui.chart(fig.ablation_effect(t.probs(), after.probs(), tok_str, projector=P), "ff_ablation")
+
+ui.seed_note(
+    "feed_forward_output = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, "
+    "embed_dim))(attention_output)\n"
+    "embeddings = nn.LayerNorm(embed_dim)(embeddings + attention_output)\n"
+    "embeddings = nn.LayerNorm(embed_dim)(embeddings + feed_forward_output)",
+    "The seed applies the feed-forward network to the attention output alone; a real GPT applies it to the "
+    "residual stream (x + attention output) and adds its output back. GPT-2 also moves LayerNorm *before* "
+    "each sub-layer (pre-LN, plus one final LayerNorm) and uses GELU instead of ReLU.",
+)
