@@ -331,13 +331,14 @@ def ablation(ctx: Context) -> Ablation:
     """The session's current ablation (heads and neurons), kept in the URL like any choice."""
     cfg = ctx.cfg
     try:
-        heads = parse_components(kept("ablate_heads", None) or _split(_from_url("ablate_heads")))
-        neurons = parse_components(kept("ablate_neurons", None) or _split(_from_url("ablate_neurons")))
+        heads = parse_components(_kept_or_url_list("ablate_heads"))
+        neurons = parse_components(_kept_or_url_list("ablate_neurons"))
     except ValueError:
         heads, neurons = (), ()
     heads = tuple(h for h in heads if 0 <= h[0] < cfg.n_layer and 0 <= h[1] < cfg.n_head)
     neurons = tuple(n for n in neurons if 0 <= n[0] < cfg.n_layer and 0 <= n[1] < cfg.d_mlp)
-    mode = kept("ablate_mode", None) or _from_url("ablate_mode") or "zero"
+    mode = kept("ablate_mode", None)
+    mode = mode if mode is not None else _from_url("ablate_mode")
     return Ablation(heads, neurons, "mean" if mode == "mean" else "zero")
 
 
@@ -347,8 +348,12 @@ def set_ablation(ab: Ablation) -> None:
     keep("ablate_mode", ab.mode)
 
 
-def _split(raw: str | None) -> list[str]:
-    return [x for x in (raw or "").split(",") if x]
+def _kept_or_url_list(key: str) -> list[str]:
+    """The kept list (an empty list counts: the user cleared it), else the URL's comma list."""
+    value = kept(key, None)
+    if value is not None:
+        return list(value)
+    return [x for x in (_from_url(key) or "").split(",") if x]
 
 
 def ablated_trace(ctx: Context, ab: Ablation) -> Trace:

@@ -170,7 +170,6 @@ def test_moving_the_layer_slider_changes_the_chart():
     assert figures(at)["ff_mlp"]["layout"]["title"]["text"].startswith("Layer 2 ")
 
 
-@pytest.mark.xfail(reason="shared ui.ablation falls back to the opening URL when the kept list is empty (reported)")
 def test_undoing_an_ablation_that_came_from_the_link():
     at = open_page(PAGE, model=MODEL, prompt=PROMPT, ablate_neurons="1.3,1.5")
     assert at.multiselect(key="ff_ablate_pick").value == ["1.3", "1.5"]

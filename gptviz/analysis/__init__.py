@@ -19,8 +19,12 @@ from gptviz.analysis.embeddings import (
     tokenize_view,
 )
 from gptviz.analysis.generation import generate, generate_step, sampling_distribution
+from gptviz.analysis.lens import direct_logit_attribution, layernorm_view, logit_lens
 
 __all__ = [
+    "direct_logit_attribution",
+    "layernorm_view",
+    "logit_lens",
     "Ablation",
     "embedding_pca",
     "first_token_score",

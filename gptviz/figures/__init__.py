@@ -30,9 +30,27 @@ from gptviz.figures.output import (
     reshaped_distribution,
     sampling_histogram,
 )
+from gptviz.figures.residual import (
+    ablation_effect,
+    layernorm_figure,
+    logit_attribution,
+    logit_lens_heatmap,
+    mlp_activation_heatmap,
+    residual_norm_heatmap,
+    sublayer_norms,
+    top_neurons_bar,
+)
 from gptviz.figures.tokens import bpe_merges, token_chips, token_table
 
 __all__ = [
+    "ablation_effect",
+    "layernorm_figure",
+    "logit_attribution",
+    "logit_lens_heatmap",
+    "mlp_activation_heatmap",
+    "residual_norm_heatmap",
+    "sublayer_norms",
+    "top_neurons_bar",
     "attention_from_token",
     "attention_grid",
     "attention_pattern",
