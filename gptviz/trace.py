@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -119,24 +120,33 @@ def prepare(tokenizer: Tokenizer, text: str, n_ctx: int) -> tuple[list[int], int
 @torch.inference_mode()
 def run(
     model: GPT,
-    text: str,
+    text: str | None = None,
     precision: Precision = "compact",
     tokenizer: Tokenizer | None = None,
     extra_hooks: list | None = None,
+    token_ids: Sequence[int] | None = None,
 ) -> Trace:
-    """Tokenize ``text``, run ``model`` once, capture every hook point into a ``Trace``.
+    """Tokenize ``text`` (or take ``token_ids``), run ``model`` once, capture every hook point.
 
     ``extra_hooks`` (``[(name, fn)]``) are applied *before* capture (ablation): what is
     captured is what flowed. Hooks live only for this call, so concurrent calls on one cached
     model cannot mix captures.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, not {type(text).__name__}")
     cfg = model.cfg
     tok = tokenizer or get_tokenizer(cfg.tokenizer)
-    ids, n_input = prepare(tok, text, cfg.n_ctx)
-    if max(ids) >= cfg.vocab_size:
-        raise ValueError(f"token id {max(ids)} is outside this model's vocabulary of {cfg.vocab_size}")
+    if token_ids is not None:
+        ids, n_input = [int(i) for i in token_ids][: cfg.n_ctx], len(token_ids)
+        if not ids:
+            raise EmptyPromptError("no token ids given")
+        if max(ids) >= cfg.vocab_size or min(ids) < 0:
+            raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model")
+        text = tok.decode(ids) if text is None else text
+    elif not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    else:
+        ids, n_input = prepare(tok, text, cfg.n_ctx)
+    if max(ids) >= cfg.vocab_size or min(ids) < 0:
+        raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model")
     compact = precision == "compact"
     if precision not in ("compact", "full"):
         raise ValueError(f"precision must be 'compact' or 'full', not {precision!r}")

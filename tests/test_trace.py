@@ -100,3 +100,12 @@ def test_concurrent_runs_on_one_model_never_mix_captures(gpt2_tiny):
     assert count_hooks(gpt2_tiny) == 0
     for k, v in gpt2_tiny.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_run_on_token_ids(gpt2_tiny):
+    by_text = gptviz.run(gpt2_tiny, "Hello, world!", precision="full")
+    by_ids = gptviz.run(gpt2_tiny, token_ids=[15496, 11, 995, 0], precision="full")
+    assert by_ids.text == "Hello, world!" and by_ids.tokens == by_text.tokens
+    np.testing.assert_array_equal(by_ids["hook_logits"], by_text["hook_logits"])
+    with pytest.raises(ValueError, match="token ids"):
+        gptviz.run(gpt2_tiny, token_ids=[50257])

@@ -1,0 +1,93 @@
+"""Page latency and payload: each page's server-side rerun after a prompt change, and the bytes of
+figure JSON it sends, with the bundled model and at GPT-2-small shape (random weights, T≈128).
+
+    python benchmarks/pages.py            # both models, 5 prompt changes per page
+    python benchmarks/pages.py --quick    # bundled model only, 2 changes (CI smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import hf_checkpoint, table  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+PAGES = sorted(p.name for p in (ROOT / "pages").glob("[0-9]*.py"))
+BARS = {"bundled": 0.3, "gpt2-small": 1.5}
+LINE = "But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun. "
+
+
+def prompt(i: int, tokens: int) -> str:
+    """A distinct prompt of roughly ``tokens`` GPT-2 tokens (distinct, so no cache hit)."""
+    words = (LINE * (tokens // 20 + 1)).split()
+    return f"Take {i}: " + " ".join(words[: int(tokens * 0.75)])
+
+
+def measure(page: str, spec: str, changes: int, tokens: int) -> dict:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["model"] = spec
+    at.query_params["prompt"] = prompt(0, tokens)
+    at.switch_page(f"pages/{page}")
+    at.run()  # warm: model load, first trace, per-model caches
+    if at.exception:
+        raise RuntimeError(f"{page}: {at.exception[0].value}")
+    times = []
+    for i in range(1, changes + 1):
+        at.sidebar.text_area[0].set_value(prompt(i, tokens))
+        t0 = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t0)
+        if at.exception:
+            raise RuntimeError(f"{page}: {at.exception[0].value}")
+    payload = sum(len(el.proto.spec) for el in at.get("plotly_chart"))
+    return {"rerun_s": statistics.median(times), "payload_bytes": payload, "charts": len(at.get("plotly_chart"))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--changes", type=int, default=5)
+    args = ap.parse_args()
+    models = [("bundled", "bundled:gpt2-style")]
+    folder = None
+    if not args.quick:
+        folder, _ = hf_checkpoint()
+        models.append(("gpt2-small", str(folder)))
+    rows = []
+    try:
+        for name, spec in models:
+            for page in PAGES:
+                r = measure(page, spec, 2 if args.quick else args.changes, 128)
+                bar = BARS[name]
+                rows.append(
+                    {
+                        "model": name,
+                        "page": page.removesuffix(".py"),
+                        "rerun_s": f"{r['rerun_s']:.3f}",
+                        "bar_s": bar,
+                        "rerun/bar": f"{r['rerun_s'] / bar:.2f}",
+                        "figure_json_MB": f"{r['payload_bytes'] / 1e6:.2f}",
+                        "json/3MB": f"{r['payload_bytes'] / 3e6:.2f}",
+                        "charts": r["charts"],
+                    }
+                )
+                print(rows[-1], flush=True)
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    print()
+    print(table(rows, ["model", "page", "rerun_s", "bar_s", "rerun/bar", "figure_json_MB", "json/3MB", "charts"]))
+    print("\nrerun/bar and json/3MB at or below 1.00 meet the issue's bars (server-side time, AppTest)")
+
+
+if __name__ == "__main__":
+    main()
