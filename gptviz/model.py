@@ -79,7 +79,7 @@ class Attention(nn.Module):
             p = self.cfg.dropout if self.training else 0.0
             z = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p, is_causal=True)
         else:
-            scores = self.hook_attn_scores(qh @ kh.transpose(-1, -2) / math.sqrt(Dh))
+            scores = self.hook_attn_scores((qh * (1.0 / math.sqrt(Dh))) @ kh.transpose(-1, -2))
             future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu_(1)
             pattern = self.hook_pattern(scores.masked_fill(future, float("-inf")).softmax(-1))
             z = self.attn_drop(pattern) @ vh  # [B, H, T, Dh]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -26,11 +27,15 @@ import torch
 from gptviz.config import GPTConfig
 from gptviz.hooks import hooks
 from gptviz.model import GPT
-from gptviz.tokenizer import Tokenizer, get_tokenizer
+from gptviz.tokenizer import Tokenizer, clean_text, get_tokenizer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Precision = Literal["compact", "full"]
 _HALF = re.compile(r"blocks\.\d+\.(attn\.hook_pattern|mlp\.hook_pre|mlp\.hook_post)$")
 _SCORES = re.compile(r"blocks\.(\d+)\.attn\.hook_attn_scores$")
+_PER_HEAD = re.compile(r"attn\.hook_[qkvz]$")  # [T, H, Dh]
 
 
 class EmptyPromptError(ValueError):
@@ -102,6 +107,102 @@ class Trace:
         p = np.exp(z - z.max())
         return (p / p.sum()).astype(np.float32)
 
+    # --- pandas views for notebooks (pandas is imported only when one is asked for) ---------
+
+    def frame(self, name: str, head: int | None = None, tidy: bool = False) -> pd.DataFrame:
+        """One hook as a DataFrame, one row per token: ``position``, ``token``, then one column
+        per dimension (column labels ``0 .. D-1``, ints). A 1-D hook (``hook_tokens``) has a single
+        ``value`` column. Per-head hooks ``[T, H, Dh]`` (``attn.hook_q|k|v|z``) get one row per
+        (position, head) with a ``head`` column after ``token``; ``head=h`` keeps one head.
+
+        ``tidy=True`` gives the long form instead, one row per number: ``position, token,
+        [head,] dim, value``, ready for ``plotly.express`` or a ``groupby``. Attention
+        patterns and scores ``[H, T, T]`` are not per token: use :meth:`pattern_frame`.
+        """
+        import pandas as pd
+
+        arr = self[name]
+        T, ndim = self.n_tokens, arr.ndim
+        if arr.ndim == 0 or arr.shape[0] != T or arr.ndim > 3 or (arr.ndim == 3 and _PER_HEAD.search(name) is None):
+            hint = "; use trace.pattern_frame(layer, head)" if "attn_scores" in name or "pattern" in name else ""
+            raise ValueError(f"{name!r} has shape {arr.shape}, not one row per token{hint}")
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        positions = np.arange(T)
+        index: dict[str, np.ndarray] = {"position": positions, "token": np.asarray(self.tokens, dtype=object)}
+        if arr.ndim == 3:
+            H = arr.shape[1]
+            heads = range(H) if head is None else [self._head_index(head, H)]
+            arr = arr[:, list(heads)]  # [T, h, Dh]
+            n = len(heads)
+            index = {k: np.repeat(v, n) for k, v in index.items()}
+            index["head"] = np.tile(np.asarray(heads), T)
+            arr = arr.reshape(T * n, arr.shape[-1])
+        elif head is not None:
+            raise ValueError(f"{name!r} has no head axis")
+        values = np.asarray(arr, dtype=np.float32) if arr.dtype == np.float16 else np.asarray(arr)
+        columns: list = ["value"] if ndim == 1 else list(range(values.shape[1]))
+        if not tidy:
+            return pd.concat([pd.DataFrame(index), pd.DataFrame(values, columns=columns)], axis=1)
+        D = values.shape[1]
+        long = {k: np.repeat(v, D) for k, v in index.items()}
+        long["dim"] = np.tile(np.arange(D), len(values))
+        long["value"] = values.reshape(-1)
+        return pd.DataFrame(long)
+
+    def pattern_frame(self, layer: int, head: int) -> pd.DataFrame:
+        """One head's attention as a long DataFrame, one row per (query, key) pair with
+        ``key <= query`` (the causal mask hides the rest): ``query``, ``query_token``, ``key``,
+        ``key_token``, ``weight`` (the pattern, each query's weights sum to 1) and ``score``
+        (Q·K/√d_head before the softmax)."""
+        import pandas as pd
+
+        cfg = self.config
+        if not (0 <= layer < cfg.n_layer):
+            raise IndexError(f"layer {layer} is outside this model ({cfg.n_layer} layers)")
+        head = self._head_index(head, cfg.n_head)
+        q, k = np.tril_indices(self.n_tokens)
+        tokens = np.asarray(self.tokens, dtype=object)
+        scores = self[f"blocks.{layer}.attn.hook_attn_scores"][head]
+        return pd.DataFrame(
+            {
+                "query": q,
+                "query_token": tokens[q],
+                "key": k,
+                "key_token": tokens[k],
+                "weight": self.pattern(layer, head)[q, k],
+                "score": np.asarray(scores, dtype=np.float32)[q, k],
+            }
+        )
+
+    def top_tokens(self, pos: int = -1, k: int = 10) -> pd.DataFrame:
+        """The ``k`` likeliest next tokens after position ``pos``: ``rank`` (1 = top), ``id``,
+        ``token``, ``prob`` and ``logit``, most likely first."""
+        import pandas as pd
+
+        from gptviz.tokenizer import get_tokenizer
+
+        if not -self.n_tokens <= pos < self.n_tokens:
+            raise IndexError(f"position {pos} is outside this trace ({self.n_tokens} tokens)")
+        probs, logits = self.probs(pos), self.logits(pos)
+        k = max(0, min(int(k), len(probs)))
+        ids = np.argsort(-probs, kind="stable")[:k]
+        tok = get_tokenizer(self.config.tokenizer)
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, k + 1),
+                "id": ids,
+                "token": [tok.token_str(int(i)) for i in ids],
+                "prob": probs[ids],
+                "logit": np.asarray(logits, dtype=np.float32)[ids],
+            }
+        )
+
+    def _head_index(self, head: int, n_head: int) -> int:
+        if not 0 <= head < n_head:
+            raise IndexError(f"head {head} is outside this model ({n_head} heads)")
+        return int(head)
+
     def save(self, path: str | Path) -> Path:
         """Write the trace as ``.npz``: hook names as keys, plus ``__meta__`` (JSON)."""
         from gptviz.io import save_trace
@@ -140,10 +241,11 @@ def run(
             raise EmptyPromptError("no token ids given")
         if max(ids) >= cfg.vocab_size or min(ids) < 0:
             raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model")
-        text = tok.decode(ids) if text is None else text
+        text = tok.decode(ids) if text is None else clean_text(text)
     elif not isinstance(text, str):
         raise TypeError(f"text must be a str, not {type(text).__name__}")
     else:
+        text = clean_text(text)  # lone surrogates -> U+FFFD, as the tokenizer read them
         ids, n_input = prepare(tok, text, cfg.n_ctx)
     if max(ids) >= cfg.vocab_size or min(ids) < 0:
         raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model")
@@ -151,6 +253,8 @@ def run(
     if precision not in ("compact", "full"):
         raise ValueError(f"precision must be 'compact' or 'full', not {precision!r}")
     store: dict[str, np.ndarray] = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weights |= {b.untyped_storage().data_ptr() for b in model.buffers()}
 
     def capture(t: torch.Tensor, name: str) -> None:
         t = t[0]
@@ -161,8 +265,8 @@ def run(
             return
         if compact and _HALF.search(name):
             t = t.to(torch.float16)
-        elif t._is_view():
-            t = t.clone()  # never alias a weight (positions) or a larger buffer
+        elif t.untyped_storage().data_ptr() in weights:
+            t = t.clone()  # never alias a weight (learned positions are a slice of one)
         store[name] = t.numpy()
 
     def wanted(name: str) -> bool:
@@ -189,5 +293,8 @@ def run(
 
 
 def trace_nbytes(trace: Trace) -> int:
-    """Bytes held by a trace's arrays (for cache budgets and the benchmarks)."""
-    return sum(a.nbytes for a in trace.store.values()) + trace.ids.nbytes
+    """Bytes held by a trace: its arrays, plus its text and token strings (a 100,000-character
+    prompt is kept whole in ``trace.text``), for cache budgets and the benchmarks."""
+    strings = sys.getsizeof(trace.text) + sum(sys.getsizeof(t) for t in trace.tokens)
+    strings += sum(sys.getsizeof(b) for b in trace.token_bytes)
+    return sum(a.nbytes for a in trace.store.values()) + trace.ids.nbytes + strings

@@ -266,5 +266,7 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
 
 RECIPES: dict[str, TrainSpec] = {
     "gpt2-style": TrainSpec(name="gpt2-style", preset="gpt2", snapshots=[0, 50, 200, 600, 1800]),
-    "seed": TrainSpec(name="seed", preset="seed", act="relu"),
+    # Post-LN trains poorly at the pre-LN learning rate (stuck near the unigram loss for
+    # hundreds of steps in our first run), so the seed model warms up longer at a lower peak.
+    "seed": TrainSpec(name="seed", preset="seed", act="relu", lr=1e-3, warmup=300),
 }

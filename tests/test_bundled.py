@@ -1,0 +1,100 @@
+"""The bundled models: they load, match their cards, and training really lowers the loss."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gptviz
+from gptviz.checkpoints import ASSETS, BUNDLED, bundled_card, bundled_snapshots
+from gptviz.tokenizer import get_tokenizer
+from gptviz.train import DEFAULT_DATA, TrainSpec, lr_at, split_text, token_nll, train
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_loads_and_matches_its_card(name):
+    model = gptviz.load_model(f"bundled:{name}")
+    card = bundled_card(name)
+    assert model.cfg.to_dict() == card["config"]
+    assert model.num_params() == card["parameters"]
+    assert (ASSETS / f"{name}.safetensors").stat().st_size <= 8 * 2**20
+    if not DEFAULT_DATA.exists():
+        pytest.skip("corpus not available")
+    # val loss on the fixed held-out slice (non-overlapping context windows), as the card records it
+    val = split_text(DEFAULT_DATA.read_text(encoding="utf-8"))[1]
+    ids = torch.tensor(get_tokenizer(model.cfg.tokenizer).encode(val))
+    n = (len(ids) - 1) // model.cfg.n_ctx
+    x = ids[: n * model.cfg.n_ctx].view(n, -1)
+    y = ids[1 : n * model.cfg.n_ctx + 1].view(n, -1)
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x, fused=True).flatten(0, 1), y.flatten()).item()
+    assert loss == pytest.approx(card["val_loss_fixed_slice_nats"], abs=2e-3)
+
+
+def test_bundled_weights_fit_the_budget_and_snapshots_load():
+    total = sum(p.stat().st_size for p in ASSETS.rglob("*.safetensors"))
+    assert total <= 30 * 2**20
+    steps = bundled_snapshots("gpt2-style")
+    assert 4 <= len(steps) <= 6 and steps[0] == 0
+    first = gptviz.load_model(f"bundled:gpt2-style@{steps[0]}")
+    last = gptviz.load_model(f"bundled:gpt2-style@{steps[-1]}")
+    assert first.cfg == last.cfg
+    assert not torch.equal(first.blocks[0].attn.c_attn.weight, last.blocks[0].attn.c_attn.weight)
+
+
+def test_gpt2_style_card_reports_test_bits_per_byte():
+    card = bundled_card("gpt2-style")
+    assert card["test_bits_per_byte"] > 0 and "ROMEO" in card["sample"]
+    assert card["tokens_seen"] > 0 and card["wall_time_s"] > 0
+
+
+def test_sliding_window_scores_every_token_once():
+    model = gptviz.load_model("bundled:gpt2-style")
+    ids = list(range(5, 5 + 3 * model.cfg.n_ctx + 7))
+    bits, scored = token_nll(model, ids, ctx=16)
+    assert scored == len(ids) - 1
+    # the same total as scoring every token with a full-window forward at stride 1 is not
+    # expected (contexts differ), but a window as long as the text scores exactly as one pass
+    short = ids[:16]
+    b1, n1 = token_nll(model, short, ctx=16)
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([short]))[0, :-1], -1)
+    ref = -logp.gather(-1, torch.tensor(short[1:])[:, None]).sum().item() / torch.log(torch.tensor(2.0)).item()
+    assert n1 == 15 and b1 == pytest.approx(ref, rel=1e-5)
+
+
+def test_a_few_training_steps_lower_the_loss(tmp_path):
+    text = ("ROMEO:\nBut, soft! what light through yonder window breaks?\n\n" * 40) + "JULIET:\nAy me!\n" * 40
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    spec = TrainSpec(
+        name="tiny",
+        preset="gpt2",
+        vocab=300,
+        d_model=32,
+        n_layer=1,
+        n_head=2,
+        d_mlp=64,
+        n_ctx=32,
+        steps=30,
+        batch=8,
+        eval_every=10,
+        lr=3e-3,
+        warmup=5,
+        snapshots=[0, 30],
+    )
+    card = train(spec, tmp_path / "out", data=corpus, resume=False)
+    losses = [h["val_loss"] for h in card["history"]]
+    assert losses[-1] < losses[0] - 0.5
+    assert json.loads((tmp_path / "out" / "tiny.json").read_text())["test_bits_per_byte"] > 0
+    assert (tmp_path / "out" / "tiny-snapshots" / "step000030.safetensors").exists()
+    assert gptviz.load_model(tmp_path / "out" / "tiny.safetensors").cfg.n_ctx == 32
+
+
+def test_schedule_warms_up_then_decays():
+    spec = TrainSpec(name="s", preset="gpt2", steps=100, warmup=10, lr=1e-3, min_lr=1e-4)
+    assert lr_at(0, spec) == pytest.approx(1e-4)
+    assert lr_at(9, spec) == pytest.approx(1e-3)
+    assert lr_at(100, spec) == pytest.approx(1e-4)
+    assert lr_at(50, spec) < lr_at(20, spec)
