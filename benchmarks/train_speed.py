@@ -42,7 +42,7 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)
         x = torch.randint(0, cfg.vocab_size, (spec.batch, cfg.n_ctx + 1))
 
-        def step() -> None:
+        def step(model=model, opt=opt, x=x) -> None:
             loss = F.cross_entropy(model(x[:, :-1], fused=True).flatten(0, 1), x[:, 1:].flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
