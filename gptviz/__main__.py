@@ -71,11 +71,91 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return run_app(args.streamlit_args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gptviz", description="See inside a GPT, stage by stage.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _app_files() -> str:
+    from gptviz.launch import app_path
 
-    p = sub.add_parser("train", help="train a bundled model on Tiny Shakespeare")
+    try:
+        return str(app_path())
+    except FileNotFoundError as exc:
+        return f"not found ({exc})"
+
+
+EPILOG = """\
+examples:
+  gptviz trace "Hello, world!"                 tokens, ids and the top 5 next tokens
+  gptviz trace "Hello, world!" --model gpt2    a GPT-2 from the local Hugging Face cache
+  gptviz app                                   open the app in the browser
+  gptviz app --server.port 8600                any streamlit run option passes through
+  gptviz eval                                  test-split bits per byte of the bundled model
+  gptviz train gpt2-style                      retrain a bundled model
+
+`gptviz COMMAND --help` explains each command. The same from Python and Jupyter:
+  import gptviz; trace = gptviz.run(gptviz.load_model("bundled:gpt2-style"), "Hello")
+"""
+
+MODEL_HELP = (
+    "bundled:NAME (bundled:gpt2-style, bundled:seed, bundled:gpt2-style@STEP), a Hugging Face GPT-2 "
+    "folder, a .safetensors file, or a name found in the local Hugging Face cache such as gpt2 "
+    "(default: %(default)s)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="gptviz",
+        description="See inside a GPT, stage by stage: trace a prompt, open the app, evaluate or train a model.",
+        epilog=EPILOG,
+        formatter_class=raw,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "trace",
+        help="run the model on a prompt; print its tokens, ids and top next tokens",
+        description="Tokenize TEXT, run the model once with every hook captured, and print each token\n"
+        "(position, id, string) and the most likely next tokens.",
+        epilog='example:\n  gptviz trace "To be, or not to be" --top 10',
+        formatter_class=raw,
+    )
+    p.add_argument("text", help="the prompt (quote it)")
+    p.add_argument("--model", default="bundled:gpt2-style", help=MODEL_HELP)
+    p.add_argument("--top", type=int, default=5, help="how many next-token candidates to print (default: 5)")
+    p.set_defaults(func=_cmd_trace)
+
+    p = sub.add_parser(
+        "app",
+        help="start the Streamlit app (other options go to streamlit run)",
+        description="Start the gptviz app with `streamlit run` and open it in the browser (Ctrl+C stops it).\n"
+        f"app files: {_app_files()}",
+        epilog="Every option other than -h/--help is passed to `streamlit run` unchanged, e.g.:\n"
+        "  gptviz app --server.port 8600 --server.headless true\n"
+        "  gptviz app --theme.base dark\n"
+        "Streamlit's own options: `gptviz app -- --help` (everything after -- goes to streamlit run).",
+        formatter_class=raw,
+        allow_abbrev=False,
+    )
+    p.set_defaults(func=_cmd_app, streamlit_args=[])
+
+    p = sub.add_parser(
+        "eval",
+        help="test-split bits per byte of a model on Tiny Shakespeare",
+        description="Measure a model's bits per byte on the test split of Tiny Shakespeare (lower is better).",
+        epilog="example:\n  gptviz eval --model bundled:seed",
+        formatter_class=raw,
+    )
+    p.add_argument("--model", default="bundled:gpt2-style", help=MODEL_HELP)
+    p.add_argument("--data", help="corpus path (default: ../shared/data/tinyshakespeare.txt)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "train",
+        help="train a bundled model on Tiny Shakespeare",
+        description="Train one of the bundled models on Tiny Shakespeare with a progress bar. Writes the\n"
+        "checkpoint (.safetensors) and its model card (.json); an interrupted run resumes.",
+        epilog="example:\n  gptviz train gpt2-style --steps 200 --out /tmp/models",
+        formatter_class=raw,
+    )
     p.add_argument("recipe", choices=["gpt2-style", "seed"], help="which bundled model to train")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
@@ -83,23 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default: the package's assets folder)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a run was interrupted")
     p.set_defaults(func=_cmd_train)
+    return parser
 
-    p = sub.add_parser("trace", help="tokenize a prompt, run the model, print tokens and top next tokens")
-    p.add_argument("text", help="the prompt")
-    p.add_argument("--model", default="bundled:gpt2-style", help="bundled:NAME, a folder, a .safetensors file or gpt2")
-    p.add_argument("--top", type=int, default=5, help="how many next-token candidates to print")
-    p.set_defaults(func=_cmd_trace)
 
-    p = sub.add_parser("eval", help="test-split bits per byte of a model on Tiny Shakespeare")
-    p.add_argument("--model", default="bundled:gpt2-style")
-    p.add_argument("--data", help="corpus path (default: ../shared/data/tinyshakespeare.txt)")
-    p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser("app", help="start the Streamlit app (extra arguments go to streamlit run)")
-    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="e.g. --server.port 8600")
-    p.set_defaults(func=_cmd_app)
-
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "app":
+        args.streamlit_args = rest[1:] if rest[:1] == ["--"] else rest  # `gptviz app -- --help`
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)
 
 

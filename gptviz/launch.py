@@ -1,29 +1,47 @@
 """Find the app's files and start ``streamlit run`` (the ``gptviz app`` command).
 
-From a checkout the app is ``app.py`` beside the package; an installed package carries a copy
-under ``<prefix>/share/gptviz`` (declared as data files in pyproject.toml).
+Streamlit runs a script file with a ``pages/`` folder beside it, so the app must exist as files:
+- an installed package (``pip install .``) carries a copy inside itself, ``gptviz/_app/app.py``
+  and ``gptviz/_app/pages/*.py``: pyproject.toml maps the package ``gptviz._app`` to the
+  repository root, so the wheel and the sdist pick up ``app.py`` and ``pages/`` as they are;
+- a checkout (or ``pip install -e .``) runs ``app.py`` beside the package, so edits show at once.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def app_candidates() -> list[Path]:
+    """Where ``app.py`` may be, in the order they are tried."""
+    return [PACKAGE / "_app" / "app.py", PACKAGE.parent / "app.py"]
 
 
 def app_path() -> Path:
-    candidates = [
-        Path(__file__).resolve().parent.parent / "app.py",
-        Path(sysconfig.get_path("data")) / "share" / "gptviz" / "app.py",
-        Path(sys.prefix) / "share" / "gptviz" / "app.py",
-    ]
-    for path in candidates:
+    """The app's entry script (``app.py``, with its ``pages/`` folder beside it)."""
+    for path in app_candidates():
         if path.is_file() and (path.parent / "pages").is_dir():
             return path
-    raise FileNotFoundError("gptviz app files not found; looked at " + ", ".join(map(str, candidates)))
+    looked = ", ".join(map(str, app_candidates()))
+    raise FileNotFoundError(f"gptviz app files not found (looked at {looked}); reinstall gptviz")
+
+
+def streamlit_command(extra: list[str] | None = None) -> list[str]:
+    """The command ``gptviz app`` runs: ``python -m streamlit run <app.py> [streamlit options]``."""
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()), *(extra or [])]
 
 
 def run_app(extra: list[str] | None = None) -> int:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()), *(extra or [])]
+    """Become ``streamlit run`` (POSIX: exec, so signals such as Ctrl+C or a service manager's
+    SIGTERM reach Streamlit itself and no orphan is left); elsewhere run it as a child."""
+    cmd = streamlit_command(extra)
+    if os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(cmd[0], cmd)
     return subprocess.call(cmd)

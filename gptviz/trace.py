@@ -123,14 +123,14 @@ class Trace:
 
         arr = self[name]
         T, ndim = self.n_tokens, arr.ndim
-        if arr.ndim == 0 or arr.shape[0] != T or arr.ndim > 3 or (arr.ndim == 3 and _PER_HEAD.search(name) is None):
+        per_token = 1 <= ndim <= 3 and arr.shape[0] == T and (ndim < 3 or _PER_HEAD.search(name) is not None)
+        if not per_token:
             hint = "; use trace.pattern_frame(layer, head)" if "attn_scores" in name or "pattern" in name else ""
             raise ValueError(f"{name!r} has shape {arr.shape}, not one row per token{hint}")
-        if arr.ndim == 1:
+        if ndim == 1:
             arr = arr[:, None]
-        positions = np.arange(T)
-        index: dict[str, np.ndarray] = {"position": positions, "token": np.asarray(self.tokens, dtype=object)}
-        if arr.ndim == 3:
+        index: dict[str, np.ndarray] = {"position": np.arange(T), "token": np.asarray(self.tokens, dtype=object)}
+        if ndim == 3:
             H = arr.shape[1]
             heads = range(H) if head is None else [self._head_index(head, H)]
             arr = arr[:, list(heads)]  # [T, h, Dh]
