@@ -17,13 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 import gptviz
+from gptviz import export
+from gptviz import lesson as lessons
 from gptviz.analysis.ablation import Ablation, parse_components
 from gptviz.cache import ByteLRU
 from gptviz.checkpoints import BUNDLED, CheckpointError, cached_gpt2_models
+from gptviz.figures import visible
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer, get_tokenizer
 from gptviz.trace import Trace, trace_nbytes
@@ -296,7 +300,49 @@ def sidebar() -> Context | None:
             f"The prompt has {trace.n_input_tokens} tokens; the model reads at most {model.cfg.n_ctx}, "
             f"so the pages show the first {trace.n_tokens}."
         )
+    _exports_sidebar(trace)
     return Context(spec, model, tok, trace, projector)
+
+
+def _exports_sidebar(trace: Trace) -> None:
+    """The whole trace as ``.npz`` (made on click), and the link that reopens this view."""
+    sb = st.sidebar
+    sb.download_button(
+        "Download the trace (.npz)",
+        data=lambda: export.npz_bytes(trace),
+        file_name=export.trace_filename(trace),
+        mime="application/octet-stream",
+        key="trace_npz",
+        on_click="ignore",
+        icon=":material/download:",
+        help="Every recorded array of this prompt's forward pass; open it with gptviz.load_trace(path).",
+    )
+    with sb.expander("Link to this view", key="x_share", on_change="rerun", icon=":material/link:") as box:
+        if box.open:
+            st.code(share_link(), language=None, wrap_lines=True)
+            st.caption("Copy it with the button at its right: it reopens this page with every choice made here.")
+
+
+def view_params() -> dict[str, str]:
+    """The query parameters of the current view: every kept choice, with the value a widget on
+    screen now shows (it is newer than the kept one until the widget's line runs)."""
+    ss, out = st.session_state, {}
+    for key, value in _kept().items():
+        widget = ss.get(f"w_{key}")
+        if key not in ("model",) and widget is not None and type(widget) is type(value):
+            value = widget
+        out[key] = _encode(value)
+    return out
+
+
+def share_link() -> str:
+    """A link that reopens this view: the browser's address of this page (``st.context.url``;
+    ``GPTVIZ_BASE_URL`` or a relative link where it is unknown) plus the query parameters."""
+    try:
+        base = st.context.url
+    except Exception:  # outside a browser session (tests, bare mode)
+        base = None
+    return export.view_link(view_params(), base or os.environ.get("GPTVIZ_BASE_URL", ""))
 
 
 def page(title: str, intro: str) -> Context:
@@ -311,10 +357,65 @@ def page(title: str, intro: str) -> Context:
     return ctx
 
 
-def chart(fig: go.Figure, key: str, alt: str | None = None, **kw: Any) -> Any:
-    """Show a figure as built (our styling, not Streamlit's theme), PNG export in the toolbar."""
+def chart(
+    fig: go.Figure,
+    key: str,
+    alt: str | None = None,
+    table: pd.DataFrame | None = None,
+    details: bool = True,
+    **kw: Any,
+) -> Any:
+    """Show a figure as built (our styling, not Streamlit's theme), PNG export in the toolbar.
+
+    Every chart gets an accessible name (``alt``, else its kind and title) and, below it, a
+    collapsed "numbers and downloads" section: the numbers as a table (``table``, else read
+    off the figure), that table as CSV, and the chart as a standalone HTML file. The section is
+    lazy: nothing in it is computed or sent until it is opened, and the 4 MB HTML file only
+    when its button is pressed. ``details=False`` leaves the section out (Streamlit cannot
+    nest it in another expander)."""
     config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}}
-    return st.plotly_chart(fig, key=key, theme=None, config=config, width="stretch", alt=alt, **kw)
+    alt = alt or export.alt_text(fig)
+    result = st.plotly_chart(fig, key=key, theme=None, config=config, width="stretch", alt=alt, **kw)
+    if not details:
+        return result
+    with st.expander("Numbers and downloads", key=f"x_{key}", on_change="rerun", icon=":material/table:") as box:
+        if box.open:
+            df = table if table is not None else export.figure_table(fig)
+            st.caption(f"{alt}. PNG: the camera button in the chart's toolbar.")
+            c1, c2 = st.columns(2)
+            with c2:
+                st.download_button(
+                    "Chart as HTML (interactive, works offline)",
+                    data=lambda: export.html_bytes(fig),
+                    file_name=f"{key}.html",
+                    mime="text/html",
+                    key=f"html_{key}",
+                    on_click="ignore",
+                    icon=":material/download:",
+                )
+            _table_body(df, key, where=c1)
+    return result
+
+
+def table(df: pd.DataFrame, key: str, **kw: Any) -> None:
+    """A table with a CSV download button (the same rows and columns as shown)."""
+    _table_body(df, key, **kw)
+
+
+def _table_body(df: pd.DataFrame, key: str, where: Any = None, **kw: Any) -> None:
+    with where if where is not None else st.container():
+        st.download_button(
+            "Table as CSV",
+            data=lambda: export.csv_bytes(df),
+            file_name=f"{key}.csv",
+            mime="text/csv",
+            key=f"csv_{key}",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+    if df.attrs.get("truncated"):
+        st.caption(f"The first {len(df):,} rows (the chart has more numbers than a table can show).")
+    st.dataframe(df, hide_index=True, width="stretch", key=f"df_{key}", **kw)
 
 
 def seed_note(code: str, note: str) -> None:
@@ -361,3 +462,89 @@ def ablated_trace(ctx: Context, ab: Ablation) -> Trace:
     if not ab:
         return ctx.trace
     return get_trace(ctx.spec, ctx.trace.text, extra_key=ab.key, extra_hooks=ab.hooks())
+
+
+# --- predict, then reveal ---------------------------------------------------------------------
+
+
+def quiz(
+    question: str, key: str, owner: Any, ask: Callable[[], Any], check: Callable[[Any], lessons.Verdict]
+) -> lessons.Verdict | None:
+    """A guess in a form (``ask`` draws its input), then the verdict from the real trace.
+
+    The guess is remembered per ``key`` for the current ``owner`` (model, prompt, head…): change
+    any of them and the question is asked afresh. Returns the verdict once revealed, else None."""
+    store = f"quiz_{key}"
+    with st.form(f"form_{key}"):
+        st.markdown(f"**Predict first:** {question}")
+        guess = ask()
+        submitted = st.form_submit_button("Reveal the answer", type="primary")
+    if submitted:
+        st.session_state[store] = (owner, guess)
+    saved = st.session_state.get(store)
+    if saved is None or saved[0] != owner:
+        st.caption("Make your guess, then press **Reveal the answer**.")
+        return None
+    verdict = check(saved[1])
+    (st.success if verdict.correct else st.warning)(verdict.text, icon="✅" if verdict.correct else "🤔")
+    return verdict
+
+
+def quiz_tokens(ctx: Context, key: str = "tokens") -> lessons.Verdict | None:
+    """How many tokens will the prompt become?"""
+    t = ctx.trace
+    return quiz(
+        f"how many tokens will the tokenizer cut this {len(t.text):,}-character prompt into?",
+        key,
+        (ctx.spec, t.text),
+        lambda: st.number_input("Your guess: number of tokens", 1, 1_000_000, 1, step=1, key=f"guess_{key}"),
+        lambda g: lessons.check_token_count(t, int(g)),
+    )
+
+
+def quiz_attention(ctx: Context, layer: int, head: int, key: str = "attention") -> lessons.Verdict | None:
+    """Which earlier token will head ``layer.head`` look at most from the last token?"""
+    t = ctx.trace
+    q = t.n_tokens - 1
+    options = list(range(q + 1))
+    return quiz(
+        f"from the last token, {lessons.code(t.tokens[q])}, which token will head {layer}.{head} look at most?",
+        key,
+        (ctx.spec, t.text, layer, head),
+        lambda: st.selectbox(
+            "Your guess: the token looked at",
+            options,
+            index=None,
+            placeholder="Pick a token…",
+            format_func=lambda i: f"{i}: {visible(t.tokens[i])}",
+            key=f"guess_{key}",
+        ),
+        lambda g: lessons.check_attention(t, layer, head, -1 if g is None else int(g)),
+    )
+
+
+def quiz_next(ctx: Context, key: str = "next") -> lessons.Verdict | None:
+    """Which of a few candidates is the model's most likely next token?"""
+    t, name_of = ctx.trace, ctx.tokenizer.token_str
+    choices = lessons.next_token_choices(t, 4)
+    return quiz(
+        f"which of these does the model think is the most likely next token after {lessons.code(t.tokens[-1])}?",
+        key,
+        (ctx.spec, t.text),
+        lambda: st.radio(
+            "Your guess: the next token",
+            choices,
+            index=None,
+            format_func=lambda i: visible(name_of(int(i))),
+            key=f"guess_{key}",
+            horizontal=True,
+        ),
+        lambda g: lessons.check_next_token(t, -1 if g is None else int(g), name_of),
+    )
+
+
+def quiz_section(kind: str, ctx: Context, *args: Any) -> None:
+    """A collapsed "predict, then reveal" section for a stage page (nothing runs until opened)."""
+    with st.expander("Predict, then reveal", key=f"x_quiz_{kind}", on_change="rerun", icon=":material/quiz:") as box:
+        if box.open:
+            {"tokens": quiz_tokens, "attention": quiz_attention, "next": quiz_next}[kind](ctx, *args)

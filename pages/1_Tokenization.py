@@ -16,6 +16,7 @@ ctx = ui.page(
     "names and emoji are split into several. Hover a chip for its id and raw bytes.",
 )
 t = ctx.trace
+ui.quiz_section("tokens", ctx)
 c = st.columns(4)
 c[0].metric("characters", len(t.text))
 c[1].metric("bytes (UTF-8)", len(t.text.encode("utf-8")))
@@ -27,6 +28,7 @@ ui.chart(
     ),
     "chips",
     alt="The prompt split into tokens",
+    table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes),
 )
 st.caption("␣ is a space, ↵ a newline. A chip like \\xf0\\x9f is part of a character: BPE works on bytes.")
 with st.expander("As a table", expanded=False):

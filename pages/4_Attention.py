@@ -36,6 +36,7 @@ def open_clicked_head() -> None:
 c1, c2 = st.columns(2)
 layer = ui.slider("Layer", 0, cfg.n_layer - 1, "attn_layer", 0, where=c1)
 head = ui.slider("Head", 0, cfg.n_head - 1, "attn_head", 0, where=c2)
+ui.quiz_section("attention", ctx, layer, head)
 ui.chart(fa.attention_pattern(t, layer, head, projector=pj), "attn_pattern", alt="Attention pattern of one head")
 st.caption(
     "Row = the token doing the looking (query), column = the token looked at (key); bright = high weight, "

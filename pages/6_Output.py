@@ -25,6 +25,7 @@ ctx = ui.page(
     "writing: they predict the token that comes next.",
 )
 t, tok, proj, V = ctx.trace, ctx.tokenizer, ctx.projector, ctx.cfg.vocab_size
+ui.quiz_section("next", ctx)
 pos = t.n_tokens - 1
 if ui.toggle("Look at the prediction after an earlier token", "out_pick"):
     pos = ui.slider("Predict the token after position", 0, t.n_tokens - 1, "out_pos", t.n_tokens - 1)

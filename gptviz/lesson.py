@@ -1,0 +1,440 @@
+"""Classroom content as data: guided lessons through the five stages, the chart of each step
+(built with ``gptviz.figures``), and the checkers of the "predict, then reveal" questions. No
+Streamlit: ``pages/7_Lesson.py`` draws a ``Lesson`` step by step, and a test can check a verdict
+against the trace by hand.
+
+A lesson is a prompt, an optional selection (URL keys the other pages read too, such as
+``attn_layer``), and steps in the order of the pipeline. A step names the stage whose chart it
+shows, a short text (``str.format`` fields from ``facts``), and optionally a question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from gptviz import figures
+from gptviz.analysis import generation as gen
+from gptviz.analysis.attention import head_stats, previous_token_score
+from gptviz.analysis.embeddings import position_similarity, positional_table
+from gptviz.figures import attention as fa
+from gptviz.figures._base import visible
+from gptviz.model import GPT
+from gptviz.trace import Trace
+
+STAGES = {
+    "tokens": ("1 · Tokenization", "pages/1_Tokenization.py"),
+    "embeddings": ("2 · Embeddings", "pages/2_Embeddings.py"),
+    "positions": ("3 · Positional encoding", "pages/3_Positional_encoding.py"),
+    "attention": ("4a · Self-attention", "pages/4_Attention.py"),
+    "heads": ("4a · Self-attention", "pages/4_Attention.py"),
+    "residual": ("4b · Feed-forward & residual", "pages/5_Feed-forward_and_residual.py"),
+    "output": ("5 · Output", "pages/6_Output.py"),
+    "temperature": ("5 · Output", "pages/6_Output.py"),
+}
+QUIZZES = ("tokens", "attention", "next")
+TEMPERATURES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 3.0, 5.0]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One screen of a lesson: the stage whose chart it shows, what to read, what to guess."""
+
+    stage: str
+    title: str
+    text: str
+    quiz: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    variant: str = ""  # another chart of the same stage (e.g. "similarity" for positions)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}")
+        if self.quiz is not None and self.quiz not in QUIZZES:
+            raise ValueError(f"unknown quiz {self.quiz!r}")
+
+
+@dataclass(frozen=True)
+class Lesson:
+    key: str
+    title: str
+    summary: str
+    prompt: str
+    steps: tuple[Step, ...]
+    selection: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    head: str = "selected"  # "selected": the kept layer/head; "previous-token": the best such head
+
+    def step(self, i: int) -> Step:
+        return self.steps[clamp_step(self, i)]
+
+
+def clamp_step(lesson: Lesson, i: int) -> int:
+    return max(0, min(int(i), len(lesson.steps) - 1))
+
+
+def code(text: str) -> str:
+    """``text`` as inline Markdown code (whitespace visible), safe for any backticks inside."""
+    shown = visible(text)
+    fence = "``" if "`" in shown else "`"
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
+# --- the lessons ----------------------------------------------------------------------------
+
+_TOKENS = Step(
+    "tokens",
+    "Step 1 · Cut the text into tokens",
+    "A GPT never sees letters. First a **tokenizer** cuts the text into pieces from a fixed "
+    "vocabulary and replaces each piece by its number. Our prompt has **{n_chars} characters**.",
+    quiz="tokens",
+)
+_EMBED = Step(
+    "embeddings",
+    "Step 2 · Look up a vector for every token",
+    "Each token id picks one row of the **embedding matrix**: a list of {d_model} numbers learned "
+    "in training. Below, one row per token of the prompt, one column per number: the model now "
+    "works with numbers, not words.",
+)
+_POS = Step(
+    "positions",
+    "Step 3 · Add where each token is",
+    "Attention alone cannot tell *dog bites man* from *man bites dog*, so a **position vector** is "
+    "added to every token's vector. The chart shows the last token, {last_token}: its embedding, "
+    "its position vector ({pos_kind}) and their sum, which enters the first layer.",
+)
+_ATTN = Step(
+    "attention",
+    "Step 4 · Tokens look back at each other",
+    "In **self-attention** every token decides how much to look at each earlier token. Head "
+    "{layer}.{head} (layer {layer}, head {head}) is shown: each row is a token looking back, each "
+    "column a token looked at. Guess first: from the last token, {last_token}, where does this head look most?",
+    quiz="attention",
+)
+_RESID = Step(
+    "residual",
+    "Step 5 · Think about each token, layer after layer",
+    "After attention, a small **feed-forward network** works on each token on its own, and every "
+    "sub-layer *adds* its result to a running vector per token, the **residual stream**. The chart: "
+    "how long each token's vector is after each of the {n_layer} layers.",
+)
+_OUT = Step(
+    "output",
+    "Step 6 · Score every possible next token",
+    "Finally the last token's vector is turned into one score per vocabulary entry ({vocab:,} of "
+    "them), and a softmax makes the scores probabilities. Guess first: which token does the model "
+    "think comes after {last_token}?",
+    quiz="next",
+)
+
+HELLO = Lesson(
+    key="hello",
+    title="How does GPT read 'Hello, world!'",
+    summary="The whole pipeline on the smallest example: tokens, vectors, positions, attention, "
+    "the residual stream and the prediction, with three guesses on the way.",
+    prompt="Hello, world!",
+    steps=(_TOKENS, _EMBED, _POS, _ATTN, _RESID, _OUT),
+    selection=MappingProxyType({"attn_layer": 0, "attn_head": 0}),
+)
+
+PREVIOUS_TOKEN = Lesson(
+    key="previous-token",
+    title="Find the previous-token head",
+    summary="Some attention heads simply look one token back. Walk to the attention stage, find "
+    "the head that does it best on a repetitive sentence, and predict where it looks.",
+    prompt="The cat sat on the mat. The dog sat on the rug. The cat sat on the",
+    head="previous-token",
+    steps=(
+        Step(
+            "tokens",
+            "Step 1 · The tokens, each at its position",
+            "The sentence becomes {n_tokens} tokens. Every token has a **position** (the small number "
+            "on hover): to look *one token back* a head needs to know which token came just before.",
+        ),
+        _EMBED,
+        Step(
+            "positions",
+            "Step 3 · Positions make 'just before' visible",
+            "Each position has its own vector ({pos_kind}). The chart compares the position vectors "
+            "with each other: neighbours look alike, so a head can learn to prefer the position right "
+            "before its own.",
+            variant="similarity",
+        ),
+        Step(
+            "heads",
+            "Step 4 · Search all {n_heads_total} heads",
+            "Every small square is one head. A **previous-token head** draws a bright stripe just "
+            "below the diagonal. The table scores each head: the average weight from every token to "
+            "the one before it. The best here is head **{layer}.{head}** (score {prev_score:.2f}).",
+        ),
+        Step(
+            "attention",
+            "Step 5 · Predict where head {layer}.{head} looks",
+            "This is head {layer}.{head} on its own. The last token is {last_token}; the token "
+            "before it is {prev_token}. Guess first: which token does this head look at most from {last_token}?",
+            quiz="attention",
+        ),
+        Step(
+            "output",
+            "Step 6 · And what comes next?",
+            "Heads like this one help the model continue patterns it has seen. After "
+            "{last_token} the model predicts the next token. Guess first, then check.",
+            quiz="next",
+        ),
+    ),
+)
+
+TEMPERATURE = Lesson(
+    key="temperature",
+    title="Why temperature matters",
+    summary="The model gives probabilities, not words. Walk to the output and see how the "
+    "temperature setting makes writing predictable or wild.",
+    prompt="ROMEO:\nBut, soft! what light through yonder window",
+    selection=MappingProxyType({"attn_layer": 0, "attn_head": 0, "out_temperature": 1.0}),
+    steps=(
+        _TOKENS,
+        _EMBED,
+        _POS,
+        Step(
+            "attention",
+            "Step 4 · Context flows through attention",
+            "Attention mixes in what came before, so the last token's vector knows the whole line. "
+            "Head {layer}.{head} is shown (pick another on the Attention page).",
+        ),
+        _OUT,
+        Step(
+            "temperature",
+            "Step 7 · Cold: temperature {temperature}",
+            "To write, the model **draws** a token. Before drawing, the scores are divided by the "
+            "**temperature**. Below 1 the favourite gets stronger: text becomes safe and repetitive "
+            "(temperature 0 always takes the top token).",
+            settings=MappingProxyType({"out_temperature": 0.3}),
+        ),
+        Step(
+            "temperature",
+            "Step 8 · Hot: temperature {temperature}",
+            "Above 1 the distribution flattens: unlikely tokens get a real chance, and text becomes "
+            "surprising, then nonsense. Try the slider, then generate on the Output page.",
+            settings=MappingProxyType({"out_temperature": 2.0}),
+        ),
+    ),
+)
+
+LESSONS: dict[str, Lesson] = {lesson.key: lesson for lesson in (HELLO, PREVIOUS_TOKEN, TEMPERATURE)}
+
+
+# --- facts a step's text can quote --------------------------------------------------------------
+
+
+def best_previous_token_head(trace: Trace) -> tuple[int, int, float]:
+    """The head whose attention to the token just before is highest on average: (layer, head, score)."""
+    best = (0, 0, float("-inf"))
+    for layer in range(trace.config.n_layer):
+        scores = previous_token_score(trace[f"blocks.{layer}.attn.hook_pattern"])
+        for h, s in enumerate(np.nan_to_num(scores, nan=-1.0)):
+            if s > best[2]:
+                best = (layer, h, float(s))
+    return best
+
+
+def facts(
+    trace: Trace, layer: int = 0, head: int = 0, name_of: Callable[[int], str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Numbers and (Markdown-safe) token strings a step's text may quote."""
+    cfg = trace.config
+    probs = trace.probs()
+    top = int(np.argmax(probs))
+    prev = previous_token_score(trace[f"blocks.{layer}.attn.hook_pattern"])[head] if trace.n_tokens > 1 else np.nan
+    out = {
+        "n_chars": len(trace.text),
+        "n_tokens": trace.n_input_tokens,
+        "d_model": cfg.d_model,
+        "n_layer": cfg.n_layer,
+        "n_heads_total": cfg.n_layer * cfg.n_head,
+        "vocab": cfg.vocab_size,
+        "pos_kind": "fixed sine and cosine waves" if cfg.pos == "sinusoidal" else "learned in training",
+        "layer": layer,
+        "head": head,
+        "prev_score": float(np.nan_to_num(prev, nan=0.0)),
+        "first_token": code(trace.tokens[0]),
+        "last_token": code(trace.tokens[-1]),
+        "prev_token": code(trace.tokens[-2]) if trace.n_tokens > 1 else "(none)",
+        "top_prob": float(probs[top]),
+        "temperature": extra.pop("temperature", 1.0),
+    }
+    if name_of is not None:
+        out["top_token"] = code(name_of(top))
+    out.update(extra)
+    return out
+
+
+def step_text(step: Step, fact: Mapping[str, Any]) -> tuple[str, str]:
+    """The step's title and text with ``fact`` filled in (unknown fields are left as written)."""
+
+    class _Keep(dict):
+        def __missing__(self, key: str) -> str:
+            return "{" + key + "}"
+
+    values = _Keep(fact)
+    try:
+        return step.title.format_map(values), step.text.format_map(values)
+    except (ValueError, IndexError):
+        return step.title, step.text
+
+
+# --- predict, then reveal ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a guess was right, with the real answer spelled out (Markdown)."""
+
+    correct: bool
+    answer: Any
+    explanation: str
+
+    @property
+    def text(self) -> str:
+        return ("**Right!** " if self.correct else "**Not quite.** ") + self.explanation
+
+
+def token_count_answer(trace: Trace) -> int:
+    """How many tokens the tokenizer makes of the prompt (all of it, even past the context)."""
+    return int(trace.n_input_tokens)
+
+
+def check_token_count(trace: Trace, guess: int) -> Verdict:
+    n = token_count_answer(trace)
+    n_chars = len(trace.text)
+    words = len(trace.text.split())
+    if guess == n:
+        how = f"the prompt is **{n} tokens**"
+    else:
+        how = f"you guessed {guess}, the prompt is **{n} tokens**"
+    note = f" ({n_chars} characters, {words} words by spaces: spaces and punctuation usually belong to a token)"
+    return Verdict(guess == n, n, how[0].upper() + how[1:] + note + ".")
+
+
+def attention_answer(trace: Trace, layer: int, head: int, query: int = -1) -> list[int]:
+    """The key position(s) head ``layer.head`` weights most from ``query`` (ties within 1e-6)."""
+    q = query % trace.n_tokens
+    row = trace.pattern(layer, head)[q, : q + 1]
+    return [int(i) for i in np.flatnonzero(row >= row.max() - 1e-6)]
+
+
+def check_attention(trace: Trace, layer: int, head: int, guess: int, query: int = -1) -> Verdict:
+    q = query % trace.n_tokens
+    row = trace.pattern(layer, head)[q, : q + 1]
+    best = attention_answer(trace, layer, head, q)
+    right = int(guess) in best
+    top = best[0]
+    explanation = (
+        f"From {code(trace.tokens[q])} (position {q}), head {layer}.{head} looks most at "
+        f"{code(trace.tokens[top])} (position {top}, weight {row[top]:.2f})."
+    )
+    if not right and 0 <= guess <= q:
+        explanation += f" Your pick, {code(trace.tokens[guess])} (position {guess}), gets {row[guess]:.2f}."
+    return Verdict(right, best, explanation)
+
+
+def next_token_choices(trace: Trace, k: int = 4) -> list[int]:
+    """``k`` candidate ids for the next-token question: the model's top ``k``, in id order (so
+    the order gives nothing away)."""
+    probs = trace.probs()
+    k = max(1, min(k, len(probs)))
+    return sorted(int(i) for i in np.argsort(-probs, kind="stable")[:k])
+
+
+def next_token_answer(trace: Trace) -> int:
+    return int(np.argmax(trace.probs()))
+
+
+def check_next_token(trace: Trace, guess: int, name_of: Callable[[int], str]) -> Verdict:
+    probs = trace.probs()
+    top = next_token_answer(trace)
+    right = int(guess) == top
+    explanation = f"The model's favourite after {code(trace.tokens[-1])} is {code(name_of(top))} ({probs[top]:.1%})."
+    if not right:
+        rank = int((probs > probs[guess]).sum()) + 1
+        explanation += f" Your pick {code(name_of(int(guess)))} has {probs[guess]:.1%} (rank {rank})."
+    return Verdict(right, top, explanation)
+
+
+# --- the chart of each step -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What a step shows: a figure, its numbers (``None``: read them off the figure), a table
+    to show below it, and a caption."""
+
+    figure: go.Figure
+    table: pd.DataFrame | None = None
+    extra: pd.DataFrame | None = None
+    caption: str = ""
+
+
+def teaser(step: Step, trace: Trace, projector: bool = False) -> go.Figure:
+    """The chart of a question step before the reveal: the material, not the answer."""
+    t = trace
+    if step.quiz == "tokens":
+        chars = t.text[:400]
+        title = f"The prompt as {len(t.text)} characters (Unicode number under each)"
+        ids, raw = [ord(ch) for ch in chars], [ch.encode() for ch in chars]
+        return figures.token_chips(list(chars), ids, raw, title, projector=projector)
+    title = f"The {t.n_tokens} tokens (hover a chip for its position)"
+    return figures.token_chips(t.tokens, t.ids.tolist(), t.token_bytes, title=title, projector=projector)
+
+
+def step_view(
+    step: Step,
+    trace: Trace,
+    model: GPT,
+    name_of: Callable[[int], str],
+    layer: int = 0,
+    head: int = 0,
+    temperature: float = 1.0,
+    projector: bool = False,
+) -> StepView:
+    """The chart of ``step`` for this trace (the same figure functions as the stage pages)."""
+    t, P = trace, projector
+    if step.stage == "tokens":
+        table = figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes)
+        title = f"{t.n_tokens} tokens"
+        return StepView(figures.token_chips(t.tokens, t.ids.tolist(), t.token_bytes, title=title, projector=P), table)
+    if step.stage == "embeddings":
+        return StepView(figures.embedding_heatmap(t, projector=P))
+    if step.stage == "positions" and step.variant == "similarity":
+        pos = positional_table(model, max(8, t.n_tokens))
+        return StepView(figures.position_similarity_heatmap(position_similarity(pos), projector=P))
+    if step.stage == "positions":
+        return StepView(figures.embedding_plus_position(t, t.n_tokens - 1, projector=P))
+    if step.stage == "heads":
+        stats = head_stats(t).sort_values("previous-token", ascending=False).reset_index()
+        return StepView(
+            fa.attention_grid(t, (layer, head), projector=P),
+            extra=stats[["head", "previous-token", "first-token", "entropy"]],
+        )
+    if step.stage == "attention":
+        return StepView(fa.attention_pattern(t, layer, head, projector=P))
+    if step.stage == "residual":
+        return StepView(figures.residual_norm_heatmap(t, projector=P))
+    probs, logits = t.probs(), t.logits()
+    top = gen.top_ids(probs, 10)
+    names = [name_of(int(j)) for j in top]
+    if step.stage == "output":
+        return StepView(figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], P))
+    shaped = gen.reshape(logits, temperature)
+    fig = figures.reshaped_distribution(
+        names, probs[top], shaped.probs[top], shaped.kept[top], f"temperature {temperature}", P
+    )
+    caption = (
+        f"At temperature {temperature} the top token gets {shaped.probs[top[0]]:.1%} (the model: {probs[top[0]]:.1%})."
+    )
+    return StepView(fig, caption=caption)

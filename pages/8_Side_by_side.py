@@ -1,0 +1,89 @@
+"""Classroom: the same prompt through two models, next to each other."""
+
+import streamlit as st
+
+from gptviz import figures, ui
+from gptviz.analysis import generation as gen
+from gptviz.checkpoints import CheckpointError, bundled_snapshots
+from gptviz.figures import attention as fa
+from gptviz.tokenizer import get_tokenizer
+
+ctx = ui.page(
+    "Side by side",
+    "The same prompt through two models. Do they cut it into the same tokens? Does the same head "
+    "look at the same places? Do they agree on the next token? Compare the small seed-style model "
+    "with the GPT-2-style one, a model with itself during training (`@step`), or GPT-2 if it is cached.",
+)
+P, text = ctx.projector, ctx.trace.text
+snapshots = [f"bundled:gpt2-style@{s}" for s in bundled_snapshots("gpt2-style")]
+options = [o for o in ui.model_options() if o != ui.OTHER] + snapshots
+c = st.columns(2)
+specs = [
+    ui.select("Left model", options, "sbs_left", "bundled:seed", where=c[0]),
+    ui.select("Right model", options, "sbs_right", "bundled:gpt2-style", where=c[1]),
+]
+runs = []
+for col, spec in zip(c, specs, strict=True):
+    try:
+        model = ui.load_model(spec)
+        runs.append((spec, model, ui.get_trace(spec, text)))
+    except (CheckpointError, OSError, ValueError) as exc:
+        col.warning(f"Could not load {spec}: {exc}")
+        runs.append(None)
+if not any(runs):
+    st.stop()
+
+most = [r[1].cfg for r in runs if r]
+c = st.columns(2)
+layer = ui.slider("Layer", 0, max(m.n_layer for m in most) - 1, "sbs_layer", 0, where=c[0])
+head = ui.slider("Head", 0, max(m.n_head for m in most) - 1, "sbs_head", 0, where=c[1])
+
+
+def each(draw) -> None:
+    """Call ``draw(i, spec, model, trace)`` in the left and right column."""
+    cols = st.columns(2)
+    for i, (col, r) in enumerate(zip(cols, runs, strict=True)):
+        if r is not None:
+            with col:
+                draw(i, *r)
+
+
+st.subheader("Tokens")
+
+
+def tokens(i, spec, model, t) -> None:
+    cfg = model.cfg
+    st.markdown(f"**{spec}**: {model.num_params():,} parameters, {cfg.n_layer} layers × {cfg.n_head} heads")
+    title = f"{cfg.tokenizer}: {t.n_input_tokens} tokens"
+    fig = figures.token_chips(t.tokens, t.ids.tolist(), t.token_bytes, title=title, row_width=30, projector=P)
+    ui.chart(fig, f"sbs_tokens_{i}", table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes))
+
+
+each(tokens)
+st.subheader(f"Attention of head {layer}.{head}")
+
+
+def attention(i, spec, model, t) -> None:
+    ly, hd = min(layer, model.cfg.n_layer - 1), min(head, model.cfg.n_head - 1)
+    if (ly, hd) != (layer, head):
+        st.caption(f"{spec} has {model.cfg.n_layer} layers × {model.cfg.n_head} heads: showing head {ly}.{hd}.")
+    ui.chart(fa.attention_pattern(t, ly, hd, projector=P, title=f"{spec}: head {ly}.{hd}"), f"sbs_attn_{i}")
+
+
+each(attention)
+st.subheader("Next-token predictions")
+
+
+def prediction(i, spec, model, t) -> None:
+    probs, logits = t.probs(), t.logits()
+    top = gen.top_ids(probs, 10)
+    names = [get_tokenizer(model.cfg.tokenizer).token_str(int(j)) for j in top]
+    fig = figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], P)
+    ui.chart(fig.update_layout(title={"text": f"{spec}: after {figures.label(t.tokens[-1])}"}), f"sbs_next_{i}")
+
+
+each(prediction)
+st.caption(
+    "Models with different tokenizers see different tokens, so their heads and predictions are about "
+    "different pieces of text; ids are only comparable between models that share a tokenizer."
+)
