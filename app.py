@@ -36,6 +36,12 @@ for i, (path, label, what) in enumerate(stages):
     if i < len(stages) - 1:
         cols[2 * i + 1].markdown("<div style='font-size:1.6rem;text-align:center'>→</div>", unsafe_allow_html=True)
 
+st.subheader("For the classroom")
+c = st.columns(3)
+c[0].page_link("pages/7_Lesson.py", label="**Guided lesson**: predict, then reveal", width="stretch")
+c[1].page_link("pages/8_Side_by_side.py", label="**Side by side**: two models, one prompt", width="stretch")
+c[2].page_link("pages/9_Training_timeline.py", label="**Training timeline**: from random to trained", width="stretch")
+
 if ctx is not None:
     cfg, card = ctx.cfg, getattr(ctx.model, "card", {}) or {}
     st.subheader(f"The model: {ctx.spec}")
