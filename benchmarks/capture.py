@@ -75,11 +75,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (a smoke test)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--lengths", type=int, nargs="*", help="GPT-2-small lengths only (default 16 128 512 1024 + bundled)"
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     shapes = []
     if args.quick:
         shapes.append(("tiny-gpt2", dict(n_layer=2, n_head=4, n_embd=64, n_positions=64), [16, 64], 2))
+    elif args.lengths:
+        shapes.append(("gpt2-small", {}, args.lengths, args.repeats))
     else:
         bundled = gptviz.load_model("bundled:gpt2-style").cfg
         shapes.append(("gpt2-small", {}, [16, 128, 512, 1024], args.repeats))

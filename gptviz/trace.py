@@ -260,7 +260,8 @@ def run(
         t = t[0]
         if compact and name == "hook_logits":
             top = t.amax(-1, keepdim=True)
-            store["_logits_offset"] = (t - top).to(torch.float16).numpy()
+            # in place: the logits are this call's own output and nothing reads them after us
+            store["_logits_offset"] = t.sub_(top).to(torch.float16).numpy()
             store["_logits_max"] = top.numpy()
             return
         if compact and _HALF.search(name):
