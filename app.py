@@ -23,18 +23,16 @@ st.subheader("The pipeline")
 stages = [
     ("pages/1_Tokenization.py", "1 · Tokenization", "text → token ids (BPE)"),
     ("pages/2_Embeddings.py", "2 · Embeddings", "ids → vectors"),
-    ("pages/3_Positional_encoding.py", "3 · Positional encoding", "+ where each token is"),
-    ("pages/4_Attention.py", "4a · Self-attention", "tokens look back"),
-    ("pages/5_Feed-forward_and_residual.py", "4b · Feed-forward & residual", "think per token"),
-    ("pages/6_Output.py", "5 · Output", "scores → next token"),
+    ("pages/3_Positional_encoding.py", "3 · Positional encoding", "vectors → vectors that know their position"),
+    ("pages/4_Attention.py", "4a · Self-attention", "each token looks back at earlier ones"),
+    ("pages/5_Feed-forward_and_residual.py", "4b · Feed-forward & residual", "each token is processed on its own"),
+    ("pages/6_Output.py", "5 · Output", "scores → the next token"),
 ]
-cols = st.columns(len(stages) * 2 - 1)
-for i, (path, label, what) in enumerate(stages):
-    with cols[2 * i]:
-        st.page_link(path, label=f"**{label}**", width="stretch")
-        st.caption(what)
-    if i < len(stages) - 1:
-        cols[2 * i + 1].markdown("<div style='font-size:1.6rem;text-align:center'>→</div>", unsafe_allow_html=True)
+for row in (stages[:3], stages[3:]):  # two rows of three: each label fits on one line
+    for col, (path, label, what) in zip(st.columns(3), row, strict=True):
+        with col:
+            st.page_link(path, label=f"**{label}**", width="stretch")
+            st.caption(what)
 
 st.subheader("For the classroom")
 c = st.columns(3)
@@ -50,7 +48,7 @@ if ctx is not None:
     c[1].metric("layers", cfg.n_layer)
     c[2].metric("heads per layer", cfg.n_head)
     c[3].metric("vector width", cfg.d_model)
-    c[4].metric("context", f"{cfg.n_ctx} tokens")
+    c[4].metric("context (tokens)", cfg.n_ctx)
     c[5].metric("vocabulary", f"{cfg.vocab_size:,}")
     st.markdown(
         f"Positions: **{cfg.pos}** · LayerNorm: **{cfg.norm}-LN** · activation: **{cfg.act}** · "

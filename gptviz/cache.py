@@ -3,6 +3,9 @@
 ``st.cache_data`` would pickle a trace on every read (hundreds of MB at GPT-2 size) and bounds
 entries by count, not size. Traces are immutable (read-only arrays), so sharing one object
 between sessions is safe, and a byte budget keeps memory bounded whatever the model size.
+
+A key being computed is computed once: when a class types the same prompt at the same moment,
+the first session runs the model and the others wait for its result instead of each running it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,23 +26,41 @@ class ByteLRU(Generic[T]):
         self.max_bytes = max_bytes
         self._size = size
         self._items: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
+        self._pending: dict[Hashable, Future[T]] = {}  # keys being computed right now
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The cached value for ``key``, else ``compute()`` (once, however many threads ask at
+        the same time: the others wait for it; an exception reaches them all, nothing is cached)."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key][0]
-            self.misses += 1
-        value = compute()  # outside the lock: other sessions keep being served meanwhile
-        nbytes = self._size(value)
+            pending = self._pending.get(key)
+            if pending is None:
+                self._pending[key] = mine = Future()
+                self.misses += 1
+            else:
+                self.hits += 1
+        if pending is not None:
+            return pending.result()
+        try:
+            value = compute()  # outside the lock: other sessions keep being served meanwhile
+            nbytes = self._size(value)
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            mine.set_exception(exc)
+            raise
         with self._lock:
             self._items[key] = (value, nbytes)
             self._items.move_to_end(key)
             while self.total_bytes > self.max_bytes and len(self._items) > 1:
                 self._items.popitem(last=False)
+            del self._pending[key]
+        mine.set_result(value)
         return value
 
     @property

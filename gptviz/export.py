@@ -162,18 +162,24 @@ def _xy_table(fig: go.Figure, tr: go.BaseTraceType) -> pd.DataFrame | None:
     return pd.DataFrame(out)
 
 
+def _label_layer(tr: go.BaseTraceType) -> bool:
+    """Text drawn over another trace (e.g. a heatmap's cell labels): it adds no numbers."""
+    return tr.type == "scatter" and tr.mode == "text" and tr.hoverinfo == "skip"
+
+
 def figure_table(fig: go.Figure) -> pd.DataFrame:
     """The numbers a figure draws, as one table (the text alternative of the chart)."""
-    heatmaps = [t for t in fig.data if t.type == "heatmap" and t.z is not None]
+    data = [t for t in fig.data if not _label_layer(t)]
+    heatmaps = [t for t in data if t.type == "heatmap" and t.z is not None]
     frames = []
-    for i, tr in enumerate(fig.data):
+    for i, tr in enumerate(data):
         if tr.type == "heatmap" and tr.z is not None:
             df = _heatmap_wide(fig, tr) if len(heatmaps) == 1 else _heatmap_long(fig, tr)
         else:
             df = _xy_table(fig, tr)
         if df is None or df.empty:
             continue
-        if len(fig.data) > 1:
+        if len(data) > 1:
             df.insert(0, "series", plain(tr.name) if tr.name else f"{tr.type} {i}")
         frames.append(df)
     if not frames:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,18 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 ENDOFTEXT = "<|endoftext|>"
 ASSETS = Path(__file__).parent / "assets"
+MAX_MERGE_BYTES = 64  # merge_steps replays at most this many bytes of a word (the replay is quadratic)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode, the way tiktoken reads it: a UTF-16 surrogate pair becomes its
+    character, a lone surrogate (which UTF-8 cannot encode) becomes U+FFFD. Other text is
+    returned unchanged. Python strings may hold lone surrogates (``"\\ud800"``, a bad JSON
+    escape); a trace's text must not, since it is encoded to UTF-8 and sent to the browser."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,9 @@ class Tokenizer:
         return self.encoding.eot_token
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
-        """Ids for ``text``. A typed ``<|endoftext|>`` is plain text unless ``allow_special``."""
+        """Ids for ``text``. A typed ``<|endoftext|>`` is plain text unless ``allow_special``.
+        Lone surrogates count as U+FFFD (see ``clean_text``)."""
+        text = clean_text(text)
         if allow_special:
             return self.encoding.encode(text, allowed_special="all")
         return self.encoding.encode(text, allowed_special=set(), disallowed_special=())
@@ -59,13 +74,18 @@ class Tokenizer:
         """The token's text; bytes that are only part of a UTF-8 character show as ``\\xNN``."""
         return show_bytes(self.token_bytes(token_id))
 
-    def merge_steps(self, word: str | bytes) -> list[list[bytes]]:
+    def merge_steps(self, word: str | bytes, max_bytes: int | None = MAX_MERGE_BYTES) -> list[list[bytes]]:
         """Replay BPE on one pre-token: the byte list, then the list after each merge.
 
         Same rule as tiktoken's encoder: repeatedly merge the adjacent pair whose union has
-        the lowest rank, until no pair is in the vocabulary.
+        the lowest rank, until no pair is in the vocabulary. Only the first ``max_bytes``
+        bytes are replayed (``None``: all): the steps of an n-byte word hold ~n²/2 pieces, so
+        a pasted 5,000-letter "word" would otherwise cost seconds and a huge figure.
         """
-        parts = [bytes([b]) for b in (word.encode("utf-8") if isinstance(word, str) else word)]
+        data = clean_text(word).encode("utf-8") if isinstance(word, str) else bytes(word)
+        if max_bytes is not None:
+            data = data[:max_bytes]
+        parts = [bytes([b]) for b in data]
         steps = [list(parts)]
         while len(parts) > 1:
             pair_ranks = [self.ranks.get(parts[i] + parts[i + 1]) for i in range(len(parts) - 1)]
@@ -79,7 +99,7 @@ class Tokenizer:
 
     def pre_tokens(self, text: str) -> list[str]:
         """The chunks BPE works on separately (words with their leading space, etc.)."""
-        return regex.findall(self.encoding._pat_str, text)
+        return regex.findall(self.encoding._pat_str, clean_text(text))
 
 
 def show_bytes(data: bytes) -> str:

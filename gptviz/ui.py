@@ -13,6 +13,7 @@ sessions in a byte-bounded LRU (traces are read-only, so sharing is safe).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +46,10 @@ EXAMPLES = {
 }
 DEFAULT_PROMPT = EXAMPLES["Shakespeare"]
 MAX_PROMPT_CHARS = 100_000
+# Projector mode: everything Streamlit draws is sized in rem, so a larger root font enlarges the
+# page text, captions, metrics, widgets, tables and the sidebar at once (charts have their own
+# sizes, see ``figures.style``). A constant: no user text ever goes into this HTML.
+PROJECTOR_CSS = "<style>html { font-size: 22px; }</style>"
 TRACE_CACHE_BYTES = int(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "1500")) * 2**20
 
 
@@ -112,6 +117,16 @@ def kept(key: str, default: T) -> T:
     return _kept().get(key, default)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal text inside Streamlit Markdown (messages quoting a URL or a path):
+    every Markdown/HTML character backslash-escaped, newlines folded, so a link cannot inject
+    an image, a link or styling."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+
+
 def _encode(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -148,7 +163,10 @@ def _initial(key: str, default: T, parse: Callable[[str], T], valid: Callable[[T
                 return value
         except (ValueError, TypeError):
             pass
-        st.warning(f"The link asked for {key} = {raw!r}, which does not fit here; showing {default!r} instead.")
+        st.warning(
+            f"The link asked for {md_text(key)} = {md_text(repr(raw))}, which does not fit here; "
+            f"showing {md_text(repr(default))} instead."
+        )
     return default
 
 
@@ -232,7 +250,8 @@ def _model_sidebar() -> str:
     current = kept("model", None)
     if current is None:
         current = url_model or DEFAULT_MODEL
-    choice = current if current in options else OTHER
+    widget = st.session_state.get("w_model")  # the user's pick wins while the box is on screen
+    choice = widget if widget in options else current if current in options else OTHER
     st.session_state["w_model"] = choice
     choice = sb.selectbox(
         "Model",
@@ -251,7 +270,7 @@ def _model_sidebar() -> str:
     try:
         load_model(spec)
     except (CheckpointError, OSError, ValueError) as exc:
-        sb.error(f"Could not load {spec!r}: {exc}. Showing {DEFAULT_MODEL} instead.")
+        sb.error(f"Could not load {md_text(repr(spec))}: {md_text(exc)}. Showing {DEFAULT_MODEL} instead.")
         spec = DEFAULT_MODEL
     keep("model", spec)
     return spec
@@ -267,7 +286,11 @@ def _set_example() -> None:
 def _prompt_sidebar() -> str:
     sb = st.sidebar
     if "w_prompt" not in st.session_state:
-        st.session_state["w_prompt"] = kept("prompt", None) or _from_url("prompt") or DEFAULT_PROMPT
+        start = kept("prompt", None) or _from_url("prompt") or DEFAULT_PROMPT
+        if len(start) > MAX_PROMPT_CHARS:
+            sb.warning(f"The link's prompt was cut to the box's {MAX_PROMPT_CHARS:,} characters.")
+            start = start[:MAX_PROMPT_CHARS]
+        st.session_state["w_prompt"] = start
     sb.selectbox("Example prompts", ["Pick an example…", *EXAMPLES], key="w_example", on_change=_set_example)
     text = sb.text_area(
         "Prompt",
@@ -287,6 +310,8 @@ def sidebar() -> Context | None:
     spec = _model_sidebar()
     text = _prompt_sidebar()
     projector = toggle("Projector mode (large text)", "projector", where=sb)
+    if projector:
+        st.html(PROJECTOR_CSS)  # style only: Streamlit applies it without taking room on the page
     model = load_model(spec)
     tok = get_tokenizer(model.cfg.tokenizer)
     try:
@@ -363,38 +388,52 @@ def chart(
     alt: str | None = None,
     table: pd.DataFrame | None = None,
     details: bool = True,
+    caption: str | None = None,
+    lazy: bool = True,
     **kw: Any,
 ) -> Any:
     """Show a figure as built (our styling, not Streamlit's theme), PNG export in the toolbar.
 
-    Every chart gets an accessible name (``alt``, else its kind and title) and, below it, a
-    collapsed "numbers and downloads" section: the numbers as a table (``table``, else read
-    off the figure), that table as CSV, and the chart as a standalone HTML file. The section is
-    lazy: nothing in it is computed or sent until it is opened, and the 4 MB HTML file only
-    when its button is pressed. ``details=False`` leaves the section out (Streamlit cannot
-    nest it in another expander)."""
+    ``caption`` is drawn right under the chart. Every chart gets an accessible name (``alt``,
+    else its kind and title) and, below it, a collapsed "numbers and downloads" section: the
+    numbers as a table (``table``, else read off the figure), that table as CSV, and the chart
+    as a standalone HTML file. The section is lazy: nothing in it is computed or sent until it
+    is opened, and the 4 MB HTML file only when its button is pressed. ``lazy=False`` sends the
+    table on every run, so it is there without a click (the tokenization page's token table).
+    ``details=False`` leaves the section out (Streamlit cannot nest it in another expander)."""
     config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": key, "scale": 2}}
     alt = alt or export.alt_text(fig)
     result = st.plotly_chart(fig, key=key, theme=None, config=config, width="stretch", alt=alt, **kw)
+    if caption:
+        st.caption(caption)
     if not details:
         return result
-    with st.expander("Numbers and downloads", key=f"x_{key}", on_change="rerun", icon=":material/table:") as box:
+    title, icon = "Numbers and downloads", ":material/table:"
+    if not lazy:
+        with st.expander(title, icon=icon):
+            _details_body(fig, key, alt, table)
+        return result
+    with st.expander(title, key=f"x_{key}", on_change="rerun", icon=icon) as box:
         if box.open:
-            df = table if table is not None else export.figure_table(fig)
-            st.caption(f"{alt}. PNG: the camera button in the chart's toolbar.")
-            c1, c2 = st.columns(2)
-            with c2:
-                st.download_button(
-                    "Chart as HTML (interactive, works offline)",
-                    data=lambda: export.html_bytes(fig),
-                    file_name=f"{key}.html",
-                    mime="text/html",
-                    key=f"html_{key}",
-                    on_click="ignore",
-                    icon=":material/download:",
-                )
-            _table_body(df, key, where=c1)
+            _details_body(fig, key, alt, table)
     return result
+
+
+def _details_body(fig: go.Figure, key: str, alt: str, table: pd.DataFrame | None) -> None:
+    df = table if table is not None else export.figure_table(fig)
+    st.caption(f"{alt}. PNG: the camera button in the chart's toolbar.")
+    c1, c2 = st.columns(2)
+    with c2:
+        st.download_button(
+            "Chart as HTML (interactive, works offline)",
+            data=lambda: export.html_bytes(fig),
+            file_name=f"{key}.html",
+            mime="text/html",
+            key=f"html_{key}",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+    _table_body(df, key, where=c1)
 
 
 def table(df: pd.DataFrame, key: str, **kw: Any) -> None:
@@ -508,7 +547,7 @@ def quiz_attention(ctx: Context, layer: int, head: int, key: str = "attention") 
     q = t.n_tokens - 1
     options = list(range(q + 1))
     return quiz(
-        f"from the last token, {lessons.code(t.tokens[q])}, which token will head {layer}.{head} look at most?",
+        f"from the last token, {lessons.code(t.tokens[q])}, which token will layer {layer}, head {head} look at most?",
         key,
         (ctx.spec, t.text, layer, head),
         lambda: st.selectbox(

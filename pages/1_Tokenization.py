@@ -29,27 +29,32 @@ ui.chart(
     "chips",
     alt="The prompt split into tokens",
     table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes),
+    caption="␣ is a space, ↵ a newline. A chip like \\xf0\\x9f is part of a character: BPE works on bytes.",
+    lazy=False,  # the page's token table: always sent, so it is there without a click
 )
-st.caption("␣ is a space, ↵ a newline. A chip like \\xf0\\x9f is part of a character: BPE works on bytes.")
-with st.expander("As a table", expanded=False):
-    st.dataframe(figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes), hide_index=True, width="stretch")
 
 st.subheader("Two tokenizers, same text")
 st.markdown(
     "GPT-2's vocabulary (50,257 tokens) was learned from web text; the bundled models' small "
     "vocabulary was learned from Shakespeare. The same text costs a different number of tokens."
 )
-left, right = st.columns(2)
-for col, (key, name) in zip((left, right), (("gpt2", "gpt2"), ("bundled", bundled_tokenizer_name())), strict=True):
-    view = tokenize_view(get_tokenizer(name), t.text[:5000])
+views = {
+    key: (name, tokenize_view(get_tokenizer(name), t.text[:5000]))
+    for key, name in (("gpt2", "gpt2"), ("bundled", bundled_tokenizer_name()))
+}
+
+
+def chips(name: str, view, height: int | None = None):
+    title = f"{name}: {len(view.ids)} tokens" + (" (first 5,000 characters)" if len(t.text) > 5000 else "")
+    return figures.token_chips(
+        view.tokens, view.ids, view.token_bytes, title=title, row_width=30, projector=ctx.projector, height=height
+    )
+
+
+height = max(chips(name, view).layout.height for name, view in views.values())  # both charts equally tall
+for col, (key, (name, view)) in zip(st.columns(2), views.items(), strict=True):
     with col:
-        title = f"{name}: {len(view.ids)} tokens" + (" (first 5,000 characters)" if len(t.text) > 5000 else "")
-        ui.chart(
-            figures.token_chips(
-                view.tokens, view.ids, view.token_bytes, title=title, row_width=30, projector=ctx.projector
-            ),
-            f"cmp_{key}",
-        )
+        ui.chart(chips(name, view, height), f"cmp_{key}")
 
 st.subheader("Watch BPE build a word")
 words = list(dict.fromkeys(w for w in ctx.tokenizer.pre_tokens(t.text[:5000]) if w.strip()))[:200]
@@ -59,8 +64,12 @@ if words:
     )
     steps = ctx.tokenizer.merge_steps(word)
     upto = ui.slider("Merges applied", 0, len(steps) - 1, "merge", len(steps) - 1) if len(steps) > 1 else 0
-    ui.chart(figures.bpe_merges(steps, upto, projector=ctx.projector), "merges")
-    st.caption("Each row applies the merge with the lowest rank (learned earliest) among neighbouring pairs.")
+    ui.chart(
+        figures.bpe_merges(steps, upto, projector=ctx.projector),
+        "merges",
+        caption="Each row applies the merge with the lowest rank (learned earliest) among neighbouring pairs; "
+        "a merged piece sits under the bytes it joins.",
+    )
 
 ui.seed_note(
     'text = "Hello, world!"\ntokens = ["Hello", ",", "world", "!"]\ntoken_indices = [15496, 11, 24, 0]',

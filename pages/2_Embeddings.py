@@ -16,10 +16,8 @@ ui.chart(
     figures.embedding_heatmap(t, projector=ctx.projector),
     "embed_heatmap",
     alt="Heatmap of the prompt's token embeddings",
-)
-st.caption(
-    f"Rows: the prompt's {t.n_tokens} tokens. Columns: the {ctx.cfg.d_model} dimensions. "
-    "Red is positive, blue negative."
+    caption=f"Rows: the prompt's {t.n_tokens} tokens. Columns: the {ctx.cfg.d_model} dimensions. "
+    "Red is positive, blue negative.",
 )
 ui.chart(figures.vector_norms(t, projector=ctx.projector), "norms")
 
@@ -45,10 +43,8 @@ ui.chart(
         projector=ctx.projector,
     ),
     "pca",
-)
-st.caption(
-    "A 2-D picture of vectors with many dimensions: nearby points are similar, but the axes keep only "
-    "part of the story (the percentages say how much)."
+    caption="A 2-D picture of vectors with many dimensions: nearby points are similar, but the axes keep only "
+    "part of the story (the percentages say how much). Small points are vocabulary neighbours: hover for their text.",
 )
 
 ui.seed_note(

@@ -22,17 +22,24 @@ pos = positional_table(ctx.model, n)
 ui.chart(figures.positional_heatmap(pos, kind, projector=ctx.projector), "pos_heatmap")
 
 st.subheader("Dimensions as curves")
-dims = sorted(ui.multiselect("Dimensions", range(cfg.d_model), "pos_dims", max_selections=8)) or [0, 1, 4, 5, 16]
-dims = [d for d in dims if d < cfg.d_model]
-ui.chart(figures.positional_curves(pos, dims, kind, projector=ctx.projector), "pos_curves")
-st.caption(
-    "Sinusoidal: low dimensions wiggle fast, high ones slowly, like the hands of a clock. "
-    "Learned: whatever shapes training found useful, often smooth waves too."
+default_dims = [d for d in (0, 1, 4, 5, 16) if d < cfg.d_model]
+placeholder = f"default: {', '.join(map(str, default_dims))}"
+dims = sorted(ui.multiselect("Dimensions", range(cfg.d_model), "pos_dims", max_selections=8, placeholder=placeholder))
+dims = [d for d in dims if d < cfg.d_model] or default_dims
+ui.chart(
+    figures.positional_curves(pos, dims, kind, projector=ctx.projector),
+    "pos_curves",
+    caption="Sinusoidal: low dimensions wiggle fast, high ones slowly, like the hands of a clock. "
+    "Learned: whatever shapes training found useful, often smooth waves too.",
 )
 
 st.subheader("Which positions look alike?")
-ui.chart(figures.position_similarity_heatmap(position_similarity(pos), projector=ctx.projector), "pos_sim")
-st.caption("Neighbouring positions have similar vectors (a bright diagonal band): the model can tell near from far.")
+ui.chart(
+    figures.position_similarity_heatmap(position_similarity(pos), projector=ctx.projector),
+    "pos_sim",
+    caption="Neighbouring positions have similar vectors (the dark red band along the diagonal: red is similar, "
+    "blue opposite): the model can tell near from far.",
+)
 
 st.subheader("Token + position = the first residual stream")
 p = ui.slider("Token position", 0, t.n_tokens - 1, "pos_token", min(1, t.n_tokens - 1))

@@ -37,34 +37,40 @@ c1, c2 = st.columns(2)
 layer = ui.slider("Layer", 0, cfg.n_layer - 1, "attn_layer", 0, where=c1)
 head = ui.slider("Head", 0, cfg.n_head - 1, "attn_head", 0, where=c2)
 ui.quiz_section("attention", ctx, layer, head)
-ui.chart(fa.attention_pattern(t, layer, head, projector=pj), "attn_pattern", alt="Attention pattern of one head")
-st.caption(
-    "Row = the token doing the looking (query), column = the token looked at (key); bright = high weight, "
-    "each row sums to 1. The grey triangle is the **causal mask**: a GPT may not peek at later tokens."
+ui.chart(
+    fa.attention_pattern(t, layer, head, projector=pj),
+    "attn_pattern",
+    alt="Attention pattern of one head",
+    caption="Row = the token doing the looking (query), column = the token looked at (key); bright = high weight, "
+    "each row sums to 1. The grey triangle is the **causal mask**: a GPT may not peek at later tokens.",
 )
 
 st.subheader("All heads at once")
 ui.chart(
-    fa.attention_grid(t, (layer, head), projector=pj), "attn_grid", on_select=open_clicked_head, selection_mode="points"
-)
-st.caption(
-    "Each small square is one head's pattern (long prompts are shrunk, keeping the brightest cell of each block). "
-    "Stripes just below the diagonal look one token back; a bright first column parks attention on the first token."
+    fa.attention_grid(t, (layer, head), projector=pj),
+    "attn_grid",
+    caption="Each small square is one head's pattern (long prompts are shrunk, keeping the brightest cell of each "
+    "block). Stripes just below the diagonal look one token back; a bright first column parks attention on the "
+    "first token.",
+    on_select=open_clicked_head,
+    selection_mode="points",
 )
 
 n = min(t.n_tokens, 20)
-st.subheader(f"Step by step: head {layer}.{head} on the first {n} tokens")
+st.subheader(f"Step by step: layer {layer}, head {head} on the first {n} tokens")
 steps = fa.attention_steps(t, layer, head, n, projector=pj)
 slots = [st.container(), *st.columns(2), *st.columns(2)]
 for i, (slot, fig, note) in enumerate(zip(slots, steps, fa.STEP_NOTES, strict=True)):
     with slot:
-        ui.chart(fig, f"attn_step{i + 1}")
-        st.caption(note)
+        ui.chart(fig, f"attn_step{i + 1}", caption=note)
 
 st.subheader("Attention from one token")
 q = ui.slider("Query position", 0, t.n_tokens - 1, "attn_query", t.n_tokens - 1)
-ui.chart(fa.attention_from_token(t, layer, q, projector=pj), "attn_from_token")
-st.caption(f"How much the token at position {q} looks at each earlier token, in each head of layer {layer}.")
+ui.chart(
+    fa.attention_from_token(t, layer, q, projector=pj),
+    "attn_from_token",
+    caption=f"How much the token at position {q} looks at each earlier token, in each head of layer {layer}.",
+)
 
 st.subheader("What does each head do? Head statistics")
 stats = head_stats(t, induction(ctx.spec))
@@ -72,6 +78,7 @@ st.dataframe(
     stats.drop(columns=["layer", "head index"]),
     column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=STAT_HELP[c]) for c in STAT_HELP},
     width="stretch",
+    height="content" if len(stats) <= 32 else 720,  # every head without scrolling, up to 32 (GPT-2: 144)
 )
 st.markdown("\n".join(f"- **{k}**: {v}" for k, v in STAT_HELP.items()))
 st.caption("Click a column header to sort. Induction is measured on random tokens, the others on your prompt.")
@@ -96,9 +103,12 @@ if ab:
     words = [ctx.tokenizer.token_str(int(i)) for i in cmp["ids"]]
     ui.chart(fa.next_token_bars(words, cmp["before"], cmp["after"], cmp["kl"], projector=pj), "attn_ablation_next")
     st.metric("KL divergence (before ‖ after)", f"{cmp['kl']:.4f} nats", help="0 means the prediction did not change")
-    title = f"Head {layer}.{head} after the ablation ({ab.describe()})"
-    ui.chart(fa.attention_pattern(after, layer, head, projector=pj, title=title), "attn_pattern_ablated")
-    st.caption("A head's pattern only changes if an ablated head sits in an *earlier* layer.")
+    title = f"Layer {layer}, head {head} after the ablation ({ab.describe()})"
+    ui.chart(
+        fa.attention_pattern(after, layer, head, projector=pj, title=title),
+        "attn_pattern_ablated",
+        caption="A head's pattern only changes if an ablated head sits in an *earlier* layer.",
+    )
 
 ui.seed_note(
     "attention_output, _ = nn.MultiheadAttention(embed_dim, num_heads)(embeddings, embeddings, embeddings)",

@@ -25,10 +25,12 @@ st.subheader("Which neurons fire?")
 layer = ui.slider("Layer", 0, cfg.n_layer - 1, "ff_layer", 0)
 acts = t[f"blocks.{layer}.mlp.hook_post"]
 top_n = ui.slider("Neurons shown (the most active ones)", 1, min(cfg.d_mlp, 256), "ff_top", min(cfg.d_mlp, 64))
-ui.chart(fig.mlp_activation_heatmap(acts, t.tokens, layer, top_n, projector=P), "ff_mlp")
-st.caption(
-    f"Each row is one neuron (its value after the {act}), each column a token; red is positive. Only the "
-    f"{min(top_n, cfg.d_mlp)} neurons with the largest activation anywhere in the prompt are drawn (of {cfg.d_mlp:,})."
+ui.chart(
+    fig.mlp_activation_heatmap(acts, t.tokens, layer, top_n, projector=P),
+    "ff_mlp",
+    caption=f"Each row is one neuron (its value after the {act}), each column a token; the brighter, the stronger "
+    f"it fires ({act} leaves almost nothing below 0, so the scale starts at the smallest value). Only the "
+    f"{min(top_n, cfg.d_mlp)} neurons with the largest activation anywhere in the prompt are drawn (of {cfg.d_mlp:,}).",
 )
 pos = ui.slider("Token position (here and for LayerNorm below)", 0, t.n_tokens - 1, "ff_pos", t.n_tokens - 1)
 ui.chart(fig.top_neurons_bar(acts, pos, t.tokens, layer, projector=P), "ff_top_neurons")
@@ -62,12 +64,14 @@ def _lens(spec: str, text: str, _model, _trace):  # the model and trace are fixe
 
 
 lens = _lens(ctx.spec, t.text, ctx.model, t)
-ui.chart(fig.logit_lens_heatmap(lens, t.tokens, projector=P), "ff_lens")
 how = "through the final LayerNorm" if cfg.final_ln else "the seed's stream is already normalized after every layer"
 tied = " With tied weights the first row mostly predicts the input token itself." if cfg.tie_weights else ""
-st.caption(
-    f"Each row decodes the residual stream after one layer with the model's own output layer ({how}). The last "
-    f"row is the model's real prediction; colour is its probability.{tied}"
+ui.chart(
+    fig.logit_lens_heatmap(lens, t.tokens, projector=P),
+    "ff_lens",
+    caption=f"Each row decodes the residual stream after one layer with the model's own output layer ({how}). The "
+    f"last row is the model's real prediction; colour is its probability. Long tokens are cut short (…): hover a "
+    f"cell for the whole token.{tied}",
 )
 
 st.subheader("Direct logit attribution: who pushed the prediction?")
@@ -76,10 +80,11 @@ target = ui.select(
     "Target token (next after the last position)", top_ids, "ff_target", format_func=lambda i: repr(tok_str(i))
 )
 attr = direct_logit_attribution(ctx.model, t, target)
-ui.chart(fig.logit_attribution(attr, tok_str(target), projector=P), "ff_dla")
-st.caption(
-    f"Each bar: how much one component's write into the residual stream raises (red) or lowers (blue) the "
-    f"logit of {tok_str(target)!r}. This split is **{attr.method}**."
+ui.chart(
+    fig.logit_attribution(attr, tok_str(target), projector=P),
+    "ff_dla",
+    caption=f"Each bar: how much one component's write into the residual stream raises (red) or lowers (blue) the "
+    f"logit of {tok_str(target)!r}. This split is **{attr.method}**.",
 )
 
 st.subheader("Neuron ablation: switch neurons off")
@@ -103,10 +108,13 @@ st.session_state["ff_ablate_mode"] = ab.mode
 c1, c2 = st.columns([3, 1])
 c1.multiselect("Neurons to ablate (layer.neuron)", options, key="ff_ablate_pick", on_change=_apply, args=(ab.heads,))
 c2.radio("Replace by", ["zero", "mean"], key="ff_ablate_mode", on_change=_apply, args=(ab.heads,), horizontal=True)
-after = ui.ablated_trace(ctx, ab)
-st.metric("KL divergence, before ‖ after (last position)", f"{kl_divergence(t.probs(), after.probs()):.4f} nats")
-st.caption(ab.describe() + (" (heads come from the attention page)" if ab.heads else ""))
-ui.chart(fig.ablation_effect(t.probs(), after.probs(), tok_str, projector=P), "ff_ablation")
+if ab:  # the comparison only means something once something is switched off
+    after = ui.ablated_trace(ctx, ab)
+    st.metric("KL divergence, before ‖ after (last position)", f"{kl_divergence(t.probs(), after.probs()):.4f} nats")
+    st.caption(ab.describe() + (" (heads come from the attention page)" if ab.heads else ""))
+    ui.chart(fig.ablation_effect(t.probs(), after.probs(), tok_str, projector=P), "ff_ablation")
+else:
+    st.info("Nothing is switched off: pick neurons above to compare the prediction before and after.")
 
 ui.seed_note(
     "feed_forward_output = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, "

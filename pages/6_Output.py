@@ -33,8 +33,11 @@ n_show = ui.slider("Tokens shown", 5, 40, "out_n", 15)
 logits, probs = t.logits(pos), t.probs(pos)
 top = gen.top_ids(probs, n_show)
 names = [tok.token_str(int(i)) for i in top]
-ui.chart(figs.next_token_distribution(names, probs[top], logits[top], top, t.tokens[pos], proj), "out_probs")
-st.caption(f"Out of {V:,} possible tokens. Hover a bar for its logit: a gap of 1 in logits is a factor e ≈ 2.7.")
+ui.chart(
+    figs.next_token_distribution(names, probs[top], logits[top], top, t.tokens[pos], proj),
+    "out_probs",
+    caption=f"Out of {V:,} possible tokens. Hover a bar for its logit: a gap of 1 in logits is a factor e ≈ 2.7.",
+)
 if pos < t.n_tokens - 1:
     nxt = int(t.ids[pos + 1])
     rank = int((probs > probs[nxt]).sum()) + 1
@@ -54,10 +57,11 @@ top_p = ui.select_slider("Top-p (1 = off)", TOP_PS, "out_top_p", 1.0, where=c[2]
 shaped = gen.reshape(logits, temp, top_k, top_p)
 settings = f"temperature {temp}, top-k {top_k or 'off'}, top-p {top_p}"
 reshaped = figs.reshaped_distribution(names, probs[top], shaped.probs[top], shaped.kept[top], settings, proj)
-ui.chart(reshaped, "out_reshaped")
-st.caption(
-    f"{int(shaped.kept.sum()):,} of {V:,} tokens can still be drawn; the {len(top)} shown hold "
-    f"{shaped.probs[top].sum():.1%} of the reshaped probability. Faded: the model's own odds; ✕: cut."
+ui.chart(
+    reshaped,
+    "out_reshaped",
+    caption=f"{int(shaped.kept.sum()):,} of {V:,} tokens can still be drawn; the {len(top)} shown hold "
+    f"{shaped.probs[top].sum():.1%} of the reshaped probability. Faded: the model's own odds; ✕: cut.",
 )
 
 st.subheader("Generate, one token at a time")
@@ -73,7 +77,7 @@ st.session_state["out_owner"] = owner
 url_ids = [int(i) for i in (ui.from_url("out_generated") or "").split(",") if i.isdigit()]
 generated = [int(i) for i in ui.kept("out_generated", url_ids) if 0 <= int(i) < V]  # a shared link restores it
 prompt_ids = tok.encode(t.text)
-c = st.columns([2, 2, 1, 1, 2])
+c = st.columns([2, 2, 1, 1, 2], vertical_alignment="bottom")  # buttons level with the Seed box
 greedy = ui.toggle("Greedy (always the top token)", "out_greedy", where=c[0])
 seed = ui.number("Seed", 0, 999_999, "out_seed", 0, where=c[1])
 if c[2].button("Next token", key="out_next", type="primary"):
@@ -94,8 +98,11 @@ if t.truncated:
 if generated:
     st.code(continuation, language=None, wrap_lines=True)
     steps = gen.continuation_steps(ctx.model, tok, prompt_ids, generated)
-    ui.chart(figs.generation_timeline([s.rows() for s in steps], proj), "out_timeline")
-    st.caption("Each column is one step: the model's five favourites (its own odds, temperature 1) and the pick.")
+    ui.chart(
+        figs.generation_timeline([s.rows() for s in steps], proj),
+        "out_timeline",
+        caption="Each column is one step: the model's five favourites (its own odds, temperature 1) and the pick.",
+    )
 else:
     st.info("Press **Next token** to start a continuation of the prompt.")
 
@@ -103,8 +110,11 @@ st.subheader("Many draws from the same distribution")
 n_draws = ui.slider("Number of draws", 1, 5000, "out_draws", 200)
 shown, counts, other_p, other_n = gen.draw_summary(shaped.probs, n_draws, gen.rng_for(seed, n_draws, 1), n_show)
 shown_names = [tok.token_str(int(i)) for i in shown]
-ui.chart(figs.sampling_histogram(shown_names, shaped.probs[shown], counts, other_p, other_n, proj), "out_samples")
-st.caption("With few draws the shares wobble around the probabilities; with thousands they settle on them.")
+ui.chart(
+    figs.sampling_histogram(shown_names, shaped.probs[shown], counts, other_p, other_n, proj),
+    "out_samples",
+    caption="With few draws the shares wobble around the probabilities; with thousands they settle on them.",
+)
 
 ui.seed_note(
     "output_logits = nn.Linear(embed_dim, vocab_size)(embeddings)",

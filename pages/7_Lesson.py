@@ -76,7 +76,8 @@ else:
     layer = kept_int("attn_layer", lesson.selection.get("attn_layer", 0), cfg.n_layer - 1)
     head = kept_int("attn_head", lesson.selection.get("attn_head", 0), cfg.n_head - 1)
 
-st.progress((i + 1) / len(lesson.steps), text=f"Step {i + 1} of {len(lesson.steps)} · {L.STAGES[step.stage][0]}")
+stage_name = L.STAGES[step.stage][0].split(" · ", 1)[-1]  # "1 · Tokenization" -> "Tokenization"
+st.progress((i + 1) / len(lesson.steps), text=f"Step {i + 1} of {len(lesson.steps)} · {stage_name}")
 temp = 1.0
 if step.stage == "temperature":
     default = float(step.settings.get("out_temperature", 1.0))
@@ -97,11 +98,9 @@ if step.quiz is not None and verdict is None:  # a chart that does not give the 
     ui.chart(L.teaser(step, t, P), "lesson_before")
 else:
     view = L.step_view(step, t, ctx.model, ctx.tokenizer.token_str, layer, head, temp, P)
-    ui.chart(view.figure, "lesson_chart", table=view.table)
+    ui.chart(view.figure, "lesson_chart", table=view.table, caption=view.caption)
     if view.extra is not None:
         ui.table(view.extra, "lesson_table")
-    if view.caption:
-        st.caption(view.caption)
 
 label, page = L.STAGES[step.stage]
 st.page_link(page, label=f"Explore {label} on its own page", icon=":material/arrow_outward:")

@@ -60,14 +60,14 @@ def tokens(i, spec, model, t) -> None:
 
 
 each(tokens)
-st.subheader(f"Attention of head {layer}.{head}")
+st.subheader(f"Attention of layer {layer}, head {head}")
 
 
 def attention(i, spec, model, t) -> None:
     ly, hd = min(layer, model.cfg.n_layer - 1), min(head, model.cfg.n_head - 1)
     if (ly, hd) != (layer, head):
-        st.caption(f"{spec} has {model.cfg.n_layer} layers × {model.cfg.n_head} heads: showing head {ly}.{hd}.")
-    ui.chart(fa.attention_pattern(t, ly, hd, projector=P, title=f"{spec}: head {ly}.{hd}"), f"sbs_attn_{i}")
+        st.caption(f"{spec} has {model.cfg.n_layer} layers × {model.cfg.n_head} heads: showing layer {ly}, head {hd}.")
+    ui.chart(fa.attention_pattern(t, ly, hd, projector=P, title=f"{spec}: layer {ly}, head {hd}"), f"sbs_attn_{i}")
 
 
 each(attention)

@@ -53,19 +53,24 @@ c[2].metric("loss on your prompt", f"{prompt_loss(t):.3f}", help="Mean cross-ent
 c[3].metric("random guessing", f"{np.log(model.cfg.vocab_size):.3f}", help="ln(vocabulary size): a uniform guess")
 here = losses[steps.index(step)]
 curve = loss_curve(history, step, here, (steps, losses), float(np.log(model.cfg.vocab_size)), projector=P)
-ui.chart(curve, "tl_loss")
-st.caption(
-    "Loss = the average surprise at the true next token, in nats: ln(vocabulary) for random guessing, lower when "
-    "the model expects the right token. Training loss is measured on the text it learns from, validation loss "
-    "on text it never trains on (both from the training log); the dashed curve is each snapshot on your prompt."
+ui.chart(
+    curve,
+    "tl_loss",
+    caption="Loss = the average surprise at the true next token, in nats: ln(vocabulary) for random guessing (the "
+    "dotted line, where training starts), lower when the model expects the right token. Training loss is measured "
+    "on the text it learns from, validation loss on text it never trains on (both from the training log); the "
+    "dashed curve is each snapshot on your prompt.",
 )
 
 st.subheader("Attention at this step")
 c = st.columns(2)
 layer = ui.slider("Layer", 0, model.cfg.n_layer - 1, "attn_layer", 0, where=c[0])
 head = ui.slider("Head", 0, model.cfg.n_head - 1, "attn_head", 0, where=c[1])
-ui.chart(fa.attention_pattern(t, layer, head, projector=P, title=f"Step {step}: head {layer}.{head}"), "tl_attn")
-st.caption("At step 0 every head spreads its attention almost evenly; trained heads pick their tokens.")
+ui.chart(
+    fa.attention_pattern(t, layer, head, projector=P, title=f"Step {step}: layer {layer}, head {head}"),
+    "tl_attn",
+    caption="At step 0 every head spreads its attention almost evenly; trained heads pick their tokens.",
+)
 
 st.subheader("Predictions at this step")
 probs, logits = t.probs(), t.logits()
@@ -76,5 +81,9 @@ names = [tok.token_str(i) for i in ids]
 summary = pd.DataFrame({"step": steps, "loss on the prompt": losses, "favourite next token": favourites})
 for j, name in enumerate(names):
     summary[f"p({figures.visible(name)})"] = matrix[:, j]
-ui.chart(prediction_timeline(steps, names, matrix, step, projector=P), "tl_predictions", table=summary)
-st.caption("The five tokens the final snapshot likes best after the prompt, and how likely each snapshot found them.")
+ui.chart(
+    prediction_timeline(steps, names, matrix, step, projector=P),
+    "tl_predictions",
+    table=summary,
+    caption="The five tokens the final snapshot likes best after the prompt, and how likely each snapshot found them.",
+)

@@ -276,14 +276,20 @@ def test_page_renders(tab, path):
     tab.assert_clean()
 
 
-def _metric(tab, label: str) -> str:
-    """The value of the main area's ``st.metric`` whose label is exactly ``label``."""
-    return tab.page.evaluate(
-        """label => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMetric"]')]
-            .filter(m => m.querySelector('[data-testid="stMetricLabel"]').innerText.trim() === label)
-            .map(m => m.querySelector('[data-testid="stMetricValue"]').innerText.trim())[0]""",
-        label,
-    )
+def _metric(tab, label: str, timeout_s: float = 20.0) -> str | None:
+    """The value of the main area's ``st.metric`` whose label is exactly ``label``, polled for
+    up to ``timeout_s`` (on a loaded machine React may draw the metrics after the page settles)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = tab.page.evaluate(
+            """label => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMetric"]')]
+                .filter(m => m.querySelector('[data-testid="stMetricLabel"]').innerText.trim() === label)
+                .map(m => m.querySelector('[data-testid="stMetricValue"]').innerText.trim())[0]""",
+            label,
+        )
+        if value is not None or time.monotonic() > deadline:
+            return value
+        tab.page.wait_for_timeout(250)
 
 
 def test_typing_a_prompt_updates_the_token_count(tab):

@@ -135,25 +135,25 @@ def test_page_shows_the_traces_numbers_and_follows_the_prompt(bundled):
     assert "<script" not in blob and "<b>" not in blob and "&lt;" in blob
 
 
-def test_neuron_ablation_changes_the_output_and_undoing_it_restores_it():
+def test_neuron_ablation_changes_the_output_and_undoing_it_restores_it(bundled):
     at = open_page(PAGE, model=MODEL, ff_layer="1", prompt=PROMPT)
     assert_ok(at)
-    base = figures(at)["ff_ablation"]["data"]
-    before = decode(base[0]["y"])
-    np.testing.assert_allclose(decode(base[1]["y"]), before)  # nothing ablated yet: after == before
+    assert "ff_ablation" not in figures(at) and not at.metric  # nothing ablated yet: no comparison to show
     top = list(figures(at)["ff_top_neurons"]["data"][0]["y"])[-8:]  # the 8 most active on the last token
+    top = [n.replace("L", "").replace(" n", ".") for n in top]  # bar labels "L1 n77" -> the option "1.77"
     at.multiselect(key="ff_ablate_pick").set_value(top).run()
     assert_ok(at)
     assert float(at.metric[0].value.split()[0]) > 1e-4
-    after = decode(figures(at)["ff_ablation"]["data"][1]["y"])
-    assert not np.allclose(after, decode(figures(at)["ff_ablation"]["data"][0]["y"]), rtol=1e-3, atol=0)
+    bars = figures(at)["ff_ablation"]["data"]
+    before, after = decode(bars[0]["y"]), decode(bars[1]["y"])
+    ids = [int(x.rsplit("(", 1)[1].rstrip(")")) for x in bars[0]["x"]]  # "token (id)"
+    np.testing.assert_allclose(before, gptviz.run(bundled, PROMPT).probs()[ids], rtol=1e-5)  # before = the plain model
+    assert not np.allclose(after, before, rtol=1e-3, atol=0)
     url = at.query_params["ablate_neurons"]
     assert sorted((url if isinstance(url, str) else url[0]).split(",")) == sorted(top)  # kept in the link
     at.multiselect(key="ff_ablate_pick").set_value([]).run()
     assert_ok(at)
-    restored = figures(at)["ff_ablation"]["data"]
-    np.testing.assert_allclose(decode(restored[1]["y"]), before)
-    assert at.metric[0].value.startswith("0.0000")
+    assert "ff_ablation" not in figures(at) and not at.metric  # undone: back to the plain model
 
 
 def test_out_of_range_layer_in_the_url_warns_instead_of_crashing():

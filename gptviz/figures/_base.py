@@ -118,7 +118,13 @@ def heatmap(
     rows, cols = z.shape
     xl = token_labels(x_tokens) if x_tokens is not None else [str(i) for i in range(cols)]
     yl = token_labels(y_tokens) if y_tokens is not None else [str(i) for i in range(rows)]
-    if customdata is None:
+    hovertemplate = hovertemplate or (
+        f"{y_title or 'row'} %{{y}}: %{{customdata[0]}}<br>{x_title or 'column'} %{{x}}: "
+        f"%{{customdata[1]}}<br>{hover}: %{{z:.4f}}<extra></extra>"
+    )
+    if customdata is None and "customdata" in hovertemplate:
+        # one label pair per cell: the only way Plotly can name tokens on hover; skipped when the
+        # template does not use it (per-cell strings dominate the JSON encoding time)
         customdata = np.empty((rows, cols, 2), dtype=object)
         customdata[:, :, 0] = np.asarray(yl, dtype=object)[:, None]
         customdata[:, :, 1] = np.asarray(xl, dtype=object)[None, :]
@@ -126,13 +132,13 @@ def heatmap(
         go.Heatmap(
             z=z,
             customdata=customdata,
-            hovertemplate=hovertemplate
-            or f"{y_title or 'row'} %{{y}}: %{{customdata[0]}}<br>{x_title or 'column'} %{{x}}: "
-            f"%{{customdata[1]}}<br>{hover}: %{{z:.4f}}<extra></extra>",
+            hovertemplate=hovertemplate,
             **kw,
         )
     )
     fig.update_layout(title={"text": title})
+    fig.update_xaxes(zeroline=False)  # a white zero line shows through gaps (NaN cells)
+    fig.update_yaxes(zeroline=False)
     if x_tokens is not None:
         fig.update_xaxes(**token_axis(x_tokens, x_title or "token"))
     else:

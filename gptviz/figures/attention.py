@@ -61,8 +61,8 @@ def pattern_heatmap(
     fig.update_xaxes(**token_axis(tokens, "key (looked at)"))
     fig.update_yaxes(**token_axis(tokens, "query (looking)", reverse=True))
     fig.update_layout(title={"text": title}, plot_bgcolor=MASK_GREY, height=height or _square(T))
-    fig.update_xaxes(showgrid=False)
-    fig.update_yaxes(showgrid=False)
+    fig.update_xaxes(showgrid=False, zeroline=False)  # a zero line would cross the grey mask at query 0
+    fig.update_yaxes(showgrid=False, zeroline=False)
     style(fig, projector)
     return fig.update_traces(colorbar_title_text="weight")  # style() resets the colour bar in projector mode
 
@@ -119,7 +119,7 @@ def attention_grid(
                     yaxis=ya,
                     coloraxis="coloraxis",
                     hoverongaps=False,
-                    hovertemplate=f"head {layer}.{h}<br>{where}<br>{'max ' if s > 1 else ''}weight %{{z:.3f}}"
+                    hovertemplate=f"layer {layer}, head {h}<br>{where}<br>{'max ' if s > 1 else ''}weight %{{z:.3f}}"
                     "<extra></extra>",
                 )
             )
@@ -132,7 +132,7 @@ def attention_grid(
                     mode="markers",
                     marker=dot,
                     customdata=[[layer, h]],
-                    hovertemplate=f"head {layer}.{h}: click to open<extra></extra>",
+                    hovertemplate=f"layer {layer}, head {h}: click to open<extra></extra>",
                     showlegend=False,
                 )
             )
@@ -233,7 +233,9 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bo
             axis["showticklabels"] = False
         fig.update_yaxes(**axis, row=1, col=i + 1)
     fig.update_layout(
-        title={"text": f"Step 1 · head {layer}.{head}: each token's query, key and value ({m.shape[1]} numbers each)"},
+        title={
+            "text": f"Step 1 · layer {layer}, head {head}: each token's query, key and value ({m.shape[1]} numbers each)"
+        },
         coloraxis={"colorscale": "RdBu_r", "cmid": 0.0, "cmin": -lim, "cmax": lim},
         height=_step_height(n),
     )
@@ -242,6 +244,11 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bo
 
 def _step_height(n: int) -> int:
     return int(min(700, max(320, 140 + 20 * n)))
+
+
+def _two_line_title(fig: go.Figure, projector: bool) -> go.Figure:
+    """Room for a title of two lines (steps 2–5 are drawn in half-width columns)."""
+    return fig.update_layout(margin_t=110 if projector else 90)
 
 
 def scores_heatmap(
@@ -255,9 +262,9 @@ def scores_heatmap(
     d = trace.config.d_head
     if masked:
         s = causal_masked(s)
-        title = "Step 3 · the causal mask: a token may not look at later tokens (grey = −∞)"
+        title = "Step 3 · the causal mask<br>no looking at later tokens (grey = −∞)"
     else:
-        title = f"Step 2 · scores = Q·Kᵀ / √{d}: how well each query matches each key"
+        title = f"Step 2 · scores = Q·Kᵀ / √{d}<br>how well each query matches each key"
     fig = heatmap(
         s,
         x_tokens=trace.tokens[:n],
@@ -272,22 +279,23 @@ def scores_heatmap(
     )
     fig.update_traces(hoverongaps=False)
     fig.update_layout(plot_bgcolor=MASK_GREY)
-    fig.update_xaxes(showgrid=False)
-    fig.update_yaxes(showgrid=False)
-    return fig
+    fig.update_xaxes(showgrid=False, zeroline=False)
+    fig.update_yaxes(showgrid=False, zeroline=False)
+    return _two_line_title(fig, projector)
 
 
 def softmax_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
     """Step 4: softmax of each row of the masked scores: the weights, each row sums to 1."""
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
-    return pattern_heatmap(
+    fig = pattern_heatmap(
         trace.pattern(layer, head)[:n, :n],
         trace.tokens[:n],
-        "Step 4 · softmax of each row: attention weights (each row sums to 1)",
+        "Step 4 · softmax of each row<br>attention weights (each row sums to 1)",
         projector,
         height=_step_height(n),
     )
+    return _two_line_title(fig, projector)
 
 
 def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
@@ -295,17 +303,18 @@ def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, proje
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
     z = _head(trace, "hook_z", layer, head, n)
-    return heatmap(
+    fig = heatmap(
         z,
         y_tokens=trace.tokens[:n],
         x_title="dimension",
         y_title="token",
-        title="Step 5 · output = weights × V: a weighted average of the value vectors",
+        title="Step 5 · output = weights × V<br>a weighted average of the value vectors",
         diverging=True,
         projector=projector,
         height=_step_height(n),
         hovertemplate="output of token %{y}: %{customdata[0]}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
     )
+    return _two_line_title(fig, projector)
 
 
 STEP_NOTES = (
@@ -345,7 +354,7 @@ def attention_from_token(trace: Trace, layer: int, query: int, projector: bool =
                 name=f"head {h}",
                 marker_color=QUALITATIVE[h % len(QUALITATIVE)],
                 customdata=names,
-                hovertemplate=f"head {layer}.{h}<br>key %{{x}}: %{{customdata}}<br>weight %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"layer {layer}, head {h}<br>key %{{x}}: %{{customdata}}<br>weight %{{y:.3f}}<extra></extra>",
             )
         )
     fig.update_layout(

@@ -53,7 +53,7 @@ def vector_norms(trace: Trace, projector: bool = False) -> go.Figure:
         ]
     )
     fig.update_layout(title={"text": "Vector lengths (L2 norm)"}, barmode="group", yaxis_title="norm")
-    fig.update_xaxes(**token_axis(trace.tokens))
+    fig.update_xaxes(**token_axis(trace.tokens, "token (position)"))
     return style(fig, projector)
 
 
@@ -83,27 +83,30 @@ def nearest_tokens_bar(neighbours: Sequence[tuple[str, float]], token: str, proj
 def embedding_scatter(
     coords: np.ndarray, tokens: Sequence[str], is_prompt: np.ndarray, explained: np.ndarray, projector: bool = False
 ) -> go.Figure:
-    """2-D PCA of the prompt's tokens (large) among their nearest neighbours (small)."""
+    """2-D PCA of the prompt's tokens (large, labelled) among their nearest neighbours (small;
+    their text on hover only, so the labels do not pile up)."""
     fig = go.Figure()
     for flag, name, size in ((False, "neighbour", 8), (True, "prompt token", 14)):
         idx = np.flatnonzero(np.asarray(is_prompt) == flag)
+        names = [label(tokens[i]) for i in idx]
         fig.add_trace(
             go.Scatter(
                 x=coords[idx, 0],
                 y=coords[idx, 1],
-                mode="markers+text",
+                mode="markers+text" if flag else "markers",
                 name=name,
-                text=[label(tokens[i]) for i in idx],
+                text=names if flag else None,
+                customdata=names,
                 textposition="top center",
                 marker={"size": size, "color": QUALITATIVE[3 if flag else 4]},
-                hovertemplate="%{text}<br>(%{x:.2f}, %{y:.2f})<extra>" + name + "</extra>",
+                hovertemplate="%{customdata}<br>(%{x:.2f}, %{y:.2f})<extra>" + name + "</extra>",
             )
         )
     fig.update_layout(
         title={"text": f"Embeddings projected to 2-D (PCA keeps {explained.sum():.0%} of the variance)"},
         xaxis_title=f"PC1 ({explained[0]:.0%})",
         yaxis_title=f"PC2 ({explained[1]:.0%})",
-        height=520,
+        height=600,
     )
     return style(fig, projector)
 

@@ -56,6 +56,7 @@ def next_token_distribution(
             marker_color=QUALITATIVE[0],
             text=[f"{p:.1%}" for p in probs],
             textposition="outside",
+            cliponaxis=False,  # a label past the axis end (p near 1) is drawn in the right margin
             customdata=custom,
             hovertemplate="%{customdata[0]} (id %{customdata[1]})<br>probability %{x:.4f}"
             "<br>logit %{customdata[2]:.3f}<extra></extra>",
@@ -70,7 +71,7 @@ def next_token_distribution(
         height=_height(len(tokens)),
         showlegend=False,
     )
-    return style(fig, projector)
+    return style(fig, projector).update_layout(margin_r=90 if projector else 70)  # room for "97.3%"
 
 
 def reshaped_distribution(

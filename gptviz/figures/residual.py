@@ -13,11 +13,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gptviz.analysis.lens import Attribution, LayerNormView, LogitLens, residual_stack, stage_labels
-from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, token_labels
+from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, token_labels, visible
 from gptviz.trace import Trace
 
 MAX_HOVER_CELLS = 40_000  # beyond this a heatmap's hover names the position only (keeps JSON small)
 MAX_CELL_TEXT_TOKENS = 40  # logit lens: write the top token in the cells up to this many positions
+CELL_TEXT_CHARS = 6  # ... at most this many characters of it (fewer when cells are narrow; hover: the whole token)
+CELL_TEXT_WIDTH_PX = 740  # logit lens: the plot width the cell text is sized for (a wide page column)
+ONE_SIDED_MIN = -0.2  # activations never below this (ReLU: 0, GELU: about -0.17) get a one-sided scale
 
 
 def top_neurons(acts: np.ndarray, n: int) -> np.ndarray:
@@ -41,18 +44,26 @@ def mlp_activation_heatmap(
 
     Only the ``top_n`` most active neurons (largest max |activation| over the prompt) are drawn,
     so GPT-2's 3,072 neurons × 1,024 tokens stays a small figure; the title says how many.
+    Activations after ReLU/GELU are (almost) never negative, so they get a sequential scale from
+    their own minimum to their maximum; signed values (anything below ``ONE_SIDED_MIN``) get the
+    diverging scale, symmetric around 0.
     """
     acts = np.asarray(acts, dtype=np.float32)  # [T, M]
     ids = top_neurons(acts, top_n)
     z = acts[:, ids].T  # [n, T]
     cells = _cell_tokens(len(ids), tokens)
     shown = "all" if len(ids) == acts.shape[1] else f"the {len(ids)} most active of"
+    finite = z[np.isfinite(z)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    signed = lo < ONE_SIDED_MIN
     fig = heatmap(
         z,
         x_tokens=tokens,
         x_title="token",
         y_title="neuron",
-        diverging=True,
+        diverging=signed,
+        zmin=None if signed else min(lo, 0.0),
+        zmax=None if signed else max(hi, 1e-6),
         projector=projector,
         title=f"Layer {layer} feed-forward activations: {shown} {acts.shape[1]} neurons",
         customdata=cells,
@@ -67,6 +78,7 @@ def mlp_activation_heatmap(
     step = max(1, int(np.ceil(len(ids) / 40)))
     fig.update_yaxes(type="category", tickmode="array", tickvals=names[::step], ticktext=names[::step])
     fig.update_layout(height=max(360, min(900, 14 * len(ids) + 160)))
+    fig.data[0].colorbar = {"title": {"text": "activation"}}
     return fig
 
 
@@ -76,20 +88,21 @@ def top_neurons_bar(
     """The ``k`` neurons of one layer that fire most strongly on the token at ``pos``."""
     row = np.asarray(acts, dtype=np.float32)[pos]
     ids = np.argsort(-row, kind="stable")[: min(k, row.size)][::-1]
-    names = [f"{layer}.{i}" for i in ids]
+    names = [f"L{layer} n{i}" for i in ids]  # not "0.77": that reads as a number
     fig = go.Figure(
         go.Bar(
             x=row[ids],
             y=names,
             orientation="h",
             marker_color=QUALITATIVE[0],
-            hovertemplate="neuron %{y}<br>activation %{x:.3f}<extra></extra>",
+            customdata=[f"layer {layer}, neuron {i}" for i in ids],
+            hovertemplate="%{customdata}<br>activation %{x:.3f}<extra></extra>",
         )
     )
     fig.update_layout(
         title={"text": f"Most active layer-{layer} neurons on token {pos} ({label(tokens[pos])})"},
         xaxis_title="activation",
-        yaxis_title="neuron (layer.id)",
+        yaxis_title="neuron",
         height=max(300, 24 * len(ids) + 120),
     )
     fig.update_yaxes(type="category")
@@ -203,7 +216,11 @@ def layernorm_figure(view: LayerNormView, token: str, projector: bool = False) -
 
 
 def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], projector: bool = False) -> go.Figure:
-    """Probability of the top next-token guess at every stage and position, the guess as text."""
+    """Probability of the top next-token guess at every stage and position, the guess as text.
+
+    The guesses are written in the cells (up to ``MAX_CELL_TEXT_TOKENS`` positions) as a text
+    layer on top, cut to what fits a cell (at most ``CELL_TEXT_CHARS`` characters), dark on light
+    cells and white on dark ones; hover shows the whole token."""
     rows, T = lens.top_probs.shape
     fig = _stage_heatmap(
         lens.top_probs,
@@ -215,13 +232,34 @@ def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], projector: bool =
         title="Logit lens: the most likely next token if the model stopped after each layer",
         projector=projector,
     )
-    text = np.asarray([[label(s) for s in row] for row in lens.top_tokens], dtype=object)
-    fig.data[0].text = text
-    if T <= MAX_CELL_TEXT_TOKENS:
-        fig.data[0].texttemplate = "%{text}"
-        fig.data[0].textfont = {"size": 16 if projector else 11}
+    fig.data[0].text = np.asarray([[label(s) for s in row] for row in lens.top_tokens], dtype=object)
     fig.data[0].colorbar = {"title": {"text": "p"}}
+    if T <= MAX_CELL_TEXT_TOKENS:
+        size = 16 if projector else 11
+        chars = int(np.clip(CELL_TEXT_WIDTH_PX / T / (0.62 * size), 2, CELL_TEXT_CHARS))  # ~0.62 em per character
+        r, c = np.meshgrid(np.arange(rows), np.arange(T), indexing="ij")
+        probs = np.asarray(lens.top_probs, dtype=np.float64).ravel()
+        fig.add_trace(
+            go.Scatter(
+                x=c.ravel(),
+                y=r.ravel(),
+                mode="text",
+                text=[_cell_text(s, chars) for row in lens.top_tokens for s in row],
+                textfont={
+                    "size": size,
+                    "color": ["#111111" if p >= 0.55 else "#ffffff" for p in probs],  # Viridis/Cividis: light at top
+                },
+                hoverinfo="skip",  # the heatmap below names the whole token
+                showlegend=False,
+            )
+        )
     return fig
+
+
+def _cell_text(token: str, chars: int = CELL_TEXT_CHARS) -> str:
+    """A token cut to ``chars`` characters (the last one "…" when cut), whitespace visible, escaped."""
+    shown = visible(token)
+    return esc(shown[: chars - 1] + "…" if len(shown) > chars else shown)
 
 
 def logit_attribution(attr: Attribution, token: str, projector: bool = False) -> go.Figure:

@@ -9,6 +9,13 @@ import plotly.graph_objects as go
 
 from gptviz.figures._base import QUALITATIVE, esc, label, style
 
+MAX_CHIPS = 1024  # token_chips draws at most this many tokens (one shape each); the title says so
+MAX_MERGE_ROWS = 64  # bpe_merges draws at most this many steps, the last ones up to ``upto``
+MAX_ROW_PIECES = 64  # ... and at most this many pieces per step, then one "+N bytes" chip
+CHIP_FONT = "DejaVu Sans Mono, Menlo, monospace"
+TEXT_PX, TEXT_PX_PROJECTOR = 15, 22  # chip and merge-box text
+ROW_PX = 62  # token_chips: pixels per row of chips (times 22/15 in projector mode)
+
 
 def _chip_layout(widths: Sequence[int], row_width: int) -> list[tuple[float, int]]:
     """Left edge and row of each chip, wrapping like text."""
@@ -28,11 +35,24 @@ def token_chips(
     title: str = "",
     row_width: int = 48,
     projector: bool = False,
+    max_tokens: int = MAX_CHIPS,
+    height: int | None = None,
 ) -> go.Figure:
     """The prompt as coloured chips, one per token, each labelled with its text and id.
 
     Hover: position, id, the raw bytes and the string. Colours cycle so neighbours differ.
+    Only the first ``max_tokens`` tokens are drawn (the title says how many of how many), so
+    a pasted book stays a figure a browser can show. ``height`` (pixels): make the chart at least
+    this tall, chips keeping their size at the top (two charts side by side line up). Projector
+    mode: larger text, so about 2/3 as many characters per row (``row_width``) and taller rows.
     """
+    n_all = len(tokens)
+    if n_all > max_tokens:
+        tokens, ids = list(tokens)[:max_tokens], list(ids)[:max_tokens]
+        token_bytes = None if token_bytes is None else list(token_bytes)[:max_tokens]
+        title = f"{title} (the first {max_tokens:,} of {n_all:,} tokens)".strip()
+    scale = TEXT_PX_PROJECTOR / TEXT_PX if projector else 1.0
+    row_width = max(8, round(row_width / scale))
     texts = [label(t) for t in tokens]
     widths = [max(2, len(t) + 1, len(str(i)) + 1) for t, i in zip(texts_raw(tokens), ids, strict=True)]
     spots = _chip_layout(widths, row_width)
@@ -66,19 +86,22 @@ def token_chips(
             y=ys,
             mode="text",
             text=[f"{t}<br><sub>{i}</sub>" for t, i in zip(texts, ids, strict=True)],
-            textfont={"size": 15, "family": "DejaVu Sans Mono, Menlo, monospace"},
+            textfont={"size": TEXT_PX_PROJECTOR if projector else TEXT_PX, "family": CHIP_FONT},
             hovertext=hover,
             hoverinfo="text",
             showlegend=False,
         )
     )
     rows = (spots[-1][1] + 1) if spots else 1
+    row_px = ROW_PX * scale
+    natural = round(90 + row_px * rows)
+    shown_rows = max(rows, (height - 90) / row_px) if height and height > natural else rows
     fig.update_layout(
         shapes=shapes,
         title={"text": title},
         xaxis={"visible": False, "range": [-0.5, row_width + 1]},
-        yaxis={"visible": False, "range": [-(rows - 1) * 2.2 - 0.3, 2.0]},
-        height=90 + 62 * rows,
+        yaxis={"visible": False, "range": [-(shown_rows - 1) * 2.2 - 0.3, 2.0]},
+        height=max(natural, height or 0),
     )
     return style(fig, projector)
 
@@ -104,22 +127,32 @@ def token_table(tokens: Sequence[str], ids: Sequence[int], token_bytes: Sequence
 
 
 def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, projector: bool = False) -> go.Figure:
-    """BPE replayed for one word: each row is the word after one more merge, bytes at the top."""
+    """BPE replayed for one word: each row is the word after one more merge, bytes at the top.
+
+    Every byte has one column, as wide as the widest byte label; a piece covers the columns of
+    the bytes it is made of, so a merged piece sits right under the bytes it joined."""
     from gptviz.tokenizer import show_bytes
 
     upto = len(steps) - 1 if upto is None else max(0, min(upto, len(steps) - 1))
+    first = max(0, upto + 1 - MAX_MERGE_ROWS)  # a long word: only the last steps up to ``upto``
+    n_bytes = sum(len(p) for p in steps[0]) if steps else 0
+    shown_bytes = [b for p in list(steps[0])[:MAX_ROW_PIECES] for b in p] if steps else []
+    unit = max([2.0, *(len(label(show_bytes(bytes([b])))) * 0.9 + 1 for b in shown_bytes)])
+    gap = 0.3
     fig = go.Figure()
     shapes, xs, ys, texts, hovers = [], [], [], [], []
-    for row, parts in enumerate(steps[: upto + 1]):
-        x = 0.0
+    for row in range(first, upto + 1):
+        offset, parts = 0, list(steps[row])
         for part in parts:
+            if offset >= MAX_ROW_PIECES:  # pieces past the first MAX_ROW_PIECES bytes: one chip below
+                break
             shown = show_bytes(part)
-            w = max(2.0, len(label(shown)) * 0.9 + 1)
+            x0, x1 = offset * unit, (offset + len(part)) * unit - gap
             shapes.append(
                 {
                     "type": "rect",
-                    "x0": x,
-                    "x1": x + w,
+                    "x0": x0,
+                    "x1": x1,
                     "y0": -row - 0.4,
                     "y1": -row + 0.4,
                     "fillcolor": QUALITATIVE[min(len(part), 8) - 1],
@@ -127,11 +160,19 @@ def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, projec
                     "line": {"width": 1, "color": "#333"},
                 }
             )
-            xs.append(x + w / 2)
+            xs.append((x0 + x1) / 2)
             ys.append(-row)
             texts.append(label(shown))
-            hovers.append(f"step {row}: {len(part)} byte(s) {esc(part.hex(' '))}")
-            x += w + 0.3
+            hovers.append(
+                f"step {row}: bytes {offset}–{offset + len(part) - 1}, {len(part)} byte(s) {esc(part.hex(' '))}"
+            )
+            offset += len(part)
+        if offset < n_bytes:  # one chip stands for the bytes not drawn
+            n_rest = n_bytes - offset
+            xs.append(offset * unit + 3)
+            ys.append(-row)
+            texts.append(f"+{n_rest} bytes")
+            hovers.append(f"step {row}: {n_rest} more byte(s), not drawn")
     fig.add_trace(
         go.Scatter(
             x=xs,
@@ -140,7 +181,7 @@ def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, projec
             text=texts,
             hovertext=hovers,
             hoverinfo="text",
-            textfont={"size": 15, "family": "DejaVu Sans Mono, Menlo, monospace"},
+            textfont={"size": TEXT_PX_PROJECTOR if projector else TEXT_PX, "family": CHIP_FONT},
             showlegend=False,
         )
     )
@@ -149,11 +190,13 @@ def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, projec
         xaxis={"visible": False},
         yaxis={
             "tickmode": "array",
-            "tickvals": [-r for r in range(upto + 1)],
-            "ticktext": ["bytes" if r == 0 else f"merge {r}" for r in range(upto + 1)],
-            "range": [-upto - 0.7, 0.7],
+            "tickvals": [-r for r in range(first, upto + 1)],
+            "ticktext": ["bytes" if r == 0 else f"merge {r}" for r in range(first, upto + 1)],
+            "range": [-upto - 0.7, -first + 0.7],
+            "zeroline": False,
+            "showgrid": False,
         },
-        title={"text": f"BPE merges: {upto} of {len(steps) - 1}"},
-        height=120 + 42 * (upto + 1),
+        title={"text": f"BPE merges: {upto} of {len(steps) - 1}" + (f" (from merge {first})" if first else "")},
+        height=120 + (54 if projector else 42) * (upto + 1 - first),
     )
     return style(fig, projector)

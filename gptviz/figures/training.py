@@ -23,13 +23,33 @@ def loss_curve(
     card's ``history``; a dashed line at ``step`` and, if given, a marker at ``step_loss`` (the
     shown snapshot's loss on the prompt).
     ``prompt``: (snapshot steps, loss on the prompt) as a third curve; ``random_loss``: the loss
-    of a uniform guess, ln(vocabulary), as a dotted line (where every model starts)."""
+    of a uniform guess, ln(vocabulary), as a dotted line, and a point at step 0 (random weights
+    guess about uniformly) joined to the first logged training loss: where every model starts."""
     steps = [int(h["step"]) for h in history]
     fig = go.Figure()
     if random_loss is not None:
         fig.add_hline(y=random_loss, line={"color": "#555555", "dash": "dot", "width": 2})
         fig.add_annotation(
-            x=0, xref="paper", y=random_loss, text="random guessing", showarrow=False, xanchor="left", yanchor="bottom"
+            x=1,
+            xref="paper",
+            y=random_loss,
+            text="random guessing: ln(vocabulary)",
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+        )
+        first = next((h for h in history if h.get("train_loss") is not None), None)
+        to_first = first is not None and int(first["step"]) > 0  # the log starts later: join it to step 0
+        fig.add_trace(
+            go.Scatter(
+                x=[0, int(first["step"])] if to_first else [0],
+                y=[random_loss, first["train_loss"]] if to_first else [random_loss],
+                mode="lines+markers",
+                name="step 0: random weights ≈ random guessing",
+                line={"color": "#555555", "dash": "dot", "width": 2},
+                marker={"color": "#555555", "size": [12, 0] if to_first else [12], "symbol": "circle-open"},
+                hovertemplate="step %{x}<br>loss %{y:.3f} nats<extra></extra>",
+            )
         )
     if prompt is not None and len(prompt[0]):
         fig.add_trace(
@@ -80,9 +100,11 @@ def loss_curve(
                     hovertemplate="step %{x}<br>loss on the prompt %{y:.3f} nats<extra></extra>",
                 )
             )
+    last = max([*steps, *(prompt[0] if prompt is not None else []), step or 0, 1])
     fig.update_layout(
         title={"text": "Loss during training (lower is better)"},
-        xaxis={"title": {"text": "training step"}, "rangemode": "tozero"},
+        # a little room left of step 0, so its marker line does not sit on the y axis's labels
+        xaxis={"title": {"text": "training step"}, "range": [-0.04 * last, 1.03 * last]},
         yaxis={"title": {"text": "loss (nats per token)"}},
         legend={"orientation": "h", "y": -0.3 if projector else -0.22},
         height=500 if projector else 440,
