@@ -164,7 +164,7 @@ def _initial(key: str, default: T, parse: Callable[[str], T], valid: Callable[[T
         except (ValueError, TypeError):
             pass
         st.warning(
-            f"The link asked for {md_text(key)} = {md_text(repr(raw))}, which does not fit here; "
+            f"The link asked for {key} = {md_text(repr(raw))}, which does not fit here; "  # key: ours, not the link's
             f"showing {md_text(repr(default))} instead."
         )
     return default
