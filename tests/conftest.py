@@ -26,3 +26,13 @@ def model(request) -> GPT:
 @pytest.fixture
 def gpt2_tiny() -> GPT:
     return tiny_model("gpt2")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Many small forward passes (fuzzing, threads standing in for sessions) on a 2-core machine:
+    torch's own thread pool only adds waiting there, so such modules run single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

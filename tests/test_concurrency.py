@@ -65,13 +65,7 @@ JOBS = [  # (model, prompt, ablation): what 8 students might have open at once
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """8 sessions on a busy 2-core machine: torch's own thread pool only adds waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @functools.cache

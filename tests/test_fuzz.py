@@ -27,7 +27,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -125,13 +124,7 @@ FAST = settings(deadline=None, database=None, suppress_health_check=[HealthCheck
 # --- models (loaded once, shared, as st.cache_resource does) -----------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a busy 2-core machine: torch's thread pool only adds waiting (~100x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @functools.cache
