@@ -39,7 +39,7 @@ def embedding_matrix(model: GPT) -> np.ndarray:
 def nearest_tokens(model: GPT, vector: np.ndarray, k: int = 10, exclude: int | None = None) -> list[tuple[int, float]]:
     """The ``k`` vocabulary tokens whose embeddings have the highest cosine similarity to ``vector``."""
     w = model.embed.weight.detach()
-    v = torch.as_tensor(np.asarray(vector, dtype=np.float32))
+    v = torch.tensor(np.asarray(vector, dtype=np.float32))  # a copy: trace arrays are read-only
     sims = (w @ v) / (w.norm(dim=1) * v.norm() + 1e-8)
     if exclude is not None:
         sims[exclude] = -np.inf
