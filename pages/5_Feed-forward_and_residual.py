@@ -4,9 +4,10 @@ import numpy as np
 import streamlit as st
 
 from gptviz import ui
-from gptviz.analysis.ablation import Ablation, kl_divergence, parse_components
+from gptviz.analysis.ablation import Ablation, compare_next_token, parse_components
 from gptviz.analysis.lens import direct_logit_attribution, layernorm_names, layernorm_view, logit_lens
 from gptviz.figures import residual as fig
+from gptviz.figures.attention import next_token_bars
 
 ctx = ui.page(
     "4b · Feed-forward & residual stream",
@@ -109,10 +110,12 @@ c1, c2 = st.columns([3, 1])
 c1.multiselect("Neurons to ablate (layer.neuron)", options, key="ff_ablate_pick", on_change=_apply, args=(ab.heads,))
 c2.radio("Replace by", ["zero", "mean"], key="ff_ablate_mode", on_change=_apply, args=(ab.heads,), horizontal=True)
 if ab:  # the comparison only means something once something is switched off
-    after = ui.ablated_trace(ctx, ab)
-    st.metric("KL divergence, before ‖ after (last position)", f"{kl_divergence(t.probs(), after.probs()):.4f} nats")
+    cmp = compare_next_token(t.probs(), ui.ablated_trace(ctx, ab).probs(), k=10)
+    st.metric("KL divergence, before ‖ after (last position)", f"{cmp['kl']:.4f} nats")
     st.caption(ab.describe() + (" (heads come from the attention page)" if ab.heads else ""))
-    ui.chart(fig.ablation_effect(t.probs(), after.probs(), tok_str, projector=P), "ff_ablation")
+    words = [tok_str(int(i)) for i in cmp["ids"]]
+    bars = next_token_bars(words, cmp["before"], cmp["after"], cmp["kl"], ids=cmp["ids"], projector=P)
+    ui.chart(bars, "ff_ablation")
 else:
     st.info("Nothing is switched off: pick neurons above to compare the prediction before and after.")
 

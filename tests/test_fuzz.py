@@ -222,7 +222,9 @@ def page_residual(model, t, pos):
     assert attr.total == pytest.approx(attr.logit, rel=1e-3, abs=1e-2)
     figs.append((fr.logit_attribution(attr, tok.token_str(target)), ()))
     after = gptviz.run(model, t.text, extra_hooks=Ablation((), ((0, 3),), "zero").hooks())
-    figs.append((fr.ablation_effect(t.probs(), after.probs(), tok.token_str), ()))
+    cmp = compare_next_token(t.probs(), after.probs(), k=10)
+    names = [tok.token_str(int(i)) for i in cmp["ids"]]
+    figs.append((fa.next_token_bars(names, cmp["before"], cmp["after"], cmp["kl"], ids=cmp["ids"]), ()))
     return figs
 
 

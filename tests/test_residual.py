@@ -146,7 +146,8 @@ def test_neuron_ablation_changes_the_output_and_undoing_it_restores_it(bundled):
     assert float(at.metric[0].value.split()[0]) > 1e-4
     bars = figures(at)["ff_ablation"]["data"]
     before, after = decode(bars[0]["y"]), decode(bars[1]["y"])
-    ids = [int(x.rsplit("(", 1)[1].rstrip(")")) for x in bars[0]["x"]]  # "token (id)"
+    ticks = figures(at)["ff_ablation"]["layout"]["xaxis"]["ticktext"]
+    ids = [int(x.rsplit("(", 1)[1].rstrip(")")) for x in ticks]  # "token (id)"
     np.testing.assert_allclose(before, gptviz.run(bundled, PROMPT).probs()[ids], rtol=1e-5)  # before = the plain model
     assert not np.allclose(after, before, rtol=1e-3, atol=0)
     url = at.query_params["ablate_neurons"]

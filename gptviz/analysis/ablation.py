@@ -91,3 +91,13 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     q = np.asarray(q, dtype=np.float64)
     mask = p > 0
     return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(np.maximum(q[mask], 1e-30)))))
+
+
+def compare_next_token(before: np.ndarray, after: np.ndarray, k: int = 10) -> dict:
+    """The tokens that matter before or after an ablation: the union of both top-``k`` lists,
+    ordered by the probability before. Returns ``ids``, ``before``, ``after`` (probabilities of
+    those ids) and ``kl`` = KL(before ‖ after) over the whole vocabulary, in nats."""
+    before, after = np.asarray(before), np.asarray(after)
+    top = np.union1d(np.argsort(-before)[:k], np.argsort(-after)[:k])
+    ids = top[np.argsort(-before[top], kind="stable")]
+    return {"ids": ids, "before": before[ids], "after": after[ids], "kl": kl_divergence(before, after)}

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gptviz.analysis.ablation import kl_divergence
+from gptviz.analysis.ablation import compare_next_token  # noqa: F401  (re-exported: used with head ablation)
 from gptviz.hooks import hooks
 from gptviz.model import GPT
 from gptviz.trace import Trace
@@ -144,13 +144,3 @@ def causal_masked(a: np.ndarray) -> np.ndarray:
     T = out.shape[-1]
     out[..., np.triu(np.ones((T, T), dtype=bool), 1)] = np.nan
     return out
-
-
-def compare_next_token(before: np.ndarray, after: np.ndarray, k: int = 10) -> dict:
-    """The tokens that matter before or after an ablation: the union of both top-``k`` lists,
-    ordered by the probability before. Returns ``ids``, ``before``, ``after`` (probabilities of
-    those ids) and ``kl`` = KL(before ‖ after) over the whole vocabulary, in nats."""
-    before, after = np.asarray(before), np.asarray(after)
-    top = np.union1d(np.argsort(-before)[:k], np.argsort(-after)[:k])
-    ids = top[np.argsort(-before[top], kind="stable")]
-    return {"ids": ids, "before": before[ids], "after": after[ids], "kl": kl_divergence(before, after)}

@@ -31,7 +31,6 @@ from gptviz.figures.output import (
     sampling_histogram,
 )
 from gptviz.figures.residual import (
-    ablation_effect,
     layernorm_figure,
     logit_attribution,
     logit_lens_heatmap,
@@ -43,7 +42,6 @@ from gptviz.figures.residual import (
 from gptviz.figures.tokens import bpe_merges, token_chips, token_table
 
 __all__ = [
-    "ablation_effect",
     "layernorm_figure",
     "logit_attribution",
     "logit_lens_heatmap",

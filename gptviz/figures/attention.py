@@ -374,9 +374,14 @@ def next_token_bars(
     kl: float,
     what: str = "after ablation",
     projector: bool = False,
+    ids: Sequence[int] | None = None,
 ) -> go.Figure:
-    """Next-token probabilities of some tokens before and after an intervention, side by side."""
+    """Next-token probabilities of some tokens before and after an intervention, side by side
+    (used by the head and the neuron ablations). With ``ids``, labels read "token (id)", so two
+    tokens that look alike stay apart."""
     names = token_labels(tokens)
+    if ids is not None:
+        names = [f"{n} ({int(i)})" for n, i in zip(names, ids, strict=True)]
     x = list(range(len(names)))
     fig = go.Figure(
         [

@@ -6,7 +6,7 @@ figure out. Token axes are positions labelled with escaped token text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -289,33 +289,7 @@ def logit_attribution(attr: Attribution, token: str, projector: bool = False) ->
     return style(fig, projector)
 
 
-def ablation_effect(
-    before: np.ndarray, after: np.ndarray, name_of: Callable[[int], str], k: int = 10, projector: bool = False
-) -> go.Figure:
-    """Next-token probabilities before and after an ablation, for the top ``k`` tokens of either."""
-    before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
-    ids = list(dict.fromkeys([*np.argsort(-before)[:k].tolist(), *np.argsort(-after)[:k].tolist()]))
-    ids.sort(key=lambda i: -before[i])
-    names = [f"{label(name_of(i))} ({i})" for i in ids]
-    fig = go.Figure(
-        [
-            go.Bar(x=names, y=before[ids], name="before", marker_color=QUALITATIVE[0]),
-            go.Bar(x=names, y=after[ids], name="after ablation", marker_color=QUALITATIVE[1]),
-        ]
-    )
-    fig.update_traces(hovertemplate="%{x}<br>p = %{y:.4f}<extra>%{fullData.name}</extra>")
-    fig.update_layout(
-        title={"text": "Next-token probabilities at the last position, before and after"},
-        barmode="group",
-        yaxis_title="probability",
-        xaxis_title="token (id)",
-    )
-    fig.update_xaxes(type="category", tickangle=-45)
-    return style(fig, projector)
-
-
 __all__ = [
-    "ablation_effect",
     "layernorm_figure",
     "logit_attribution",
     "logit_lens_heatmap",
