@@ -71,7 +71,7 @@ class Context:
 # --- caching ---------------------------------------------------------------------------------
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+@st.cache_resource(max_entries=12, show_spinner="Loading the model…")  # room for the 5 snapshots + others
 def load_model(spec: str) -> GPT:
     """One model object per spec per process; sessions only read it (hooks are per call)."""
     return gptviz.load_model(spec)

@@ -38,7 +38,7 @@ history = bundled_card(NAME).get("history", [])
 @st.cache_data(max_entries=8, show_spinner="Running every snapshot on the prompt…")
 def across(text: str, steps: tuple[int, ...]) -> tuple[list[int], np.ndarray, list[float], list[str]]:
     """Each snapshot's probabilities of the last snapshot's top-5 next tokens, its loss, its top token."""
-    traces = [gptviz.run(gptviz.load_model(f"bundled:{NAME}@{s}"), text) for s in steps]
+    traces = [gptviz.run(ui.load_model(f"bundled:{NAME}@{s}"), text) for s in steps]  # models cached once
     ids = gen.top_ids(traces[-1].probs(), 5).tolist()
     favourites = [tok.token_str(int(np.argmax(tr.probs()))) for tr in traces]
     return ids, next_token_probs(traces, ids), [prompt_loss(tr) for tr in traces], favourites
