@@ -83,32 +83,31 @@ def _arr(x: object) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _heatmap_wide(fig: go.Figure, tr: go.Heatmap) -> pd.DataFrame:
+def _heatmap_grid(fig: go.Figure, tr: go.Heatmap) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list, dict, dict]:
+    """A heatmap's values, its x and y coordinates, their tick labels, and its two axes."""
     z = np.asarray(tr.z, dtype=np.float64)
     rows, cols = z.shape
     xs = _arr(tr.x) if tr.x is not None else np.arange(cols)
     ys = _arr(tr.y) if tr.y is not None else np.arange(rows)
     xa, ya = _axis(fig, tr, "x"), _axis(fig, tr, "y")
-    xn, yn = _tick_names(xa), _tick_names(ya)
-    xl, yl = _labels(xs, xn), _labels(ys, yn)
-    columns = [f"{_fmt(x)}: {n}" if n and n != _fmt(x) else _fmt(x) for x, n in zip(xs, xl, strict=True)]
-    columns = _unique(columns)
-    df = pd.DataFrame(z, columns=columns)
-    df.insert(
-        0,
-        _axis_title(ya, "row"),
-        [f"{_fmt(y)}: {n}" if n and n != _fmt(y) else _fmt(y) for y, n in zip(ys, yl, strict=True)],
-    )
+    return z, xs, ys, _labels(xs, _tick_names(xa)), _labels(ys, _tick_names(ya)), xa, ya
+
+
+def _named(v: object, name: str | None) -> str:
+    """A coordinate with its tick label, e.g. "3: the" (just "3" when the label adds nothing)."""
+    return f"{_fmt(v)}: {name}" if name and name != _fmt(v) else _fmt(v)
+
+
+def _heatmap_wide(fig: go.Figure, tr: go.Heatmap) -> pd.DataFrame:
+    z, xs, ys, xl, yl, _, ya = _heatmap_grid(fig, tr)
+    df = pd.DataFrame(z, columns=_unique([_named(x, n) for x, n in zip(xs, xl, strict=True)]))
+    df.insert(0, _axis_title(ya, "row"), [_named(y, n) for y, n in zip(ys, yl, strict=True)])
     return df
 
 
 def _heatmap_long(fig: go.Figure, tr: go.Heatmap) -> pd.DataFrame:
-    z = np.asarray(tr.z, dtype=np.float64)
+    z, xs, ys, xl, yl, _, _ = _heatmap_grid(fig, tr)
     rows, cols = z.shape
-    xs = _arr(tr.x) if tr.x is not None else np.arange(cols)
-    ys = _arr(tr.y) if tr.y is not None else np.arange(rows)
-    xa, ya = _axis(fig, tr, "x"), _axis(fig, tr, "y")
-    xl, yl = _labels(xs, _tick_names(xa)), _labels(ys, _tick_names(ya))
     r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     return pd.DataFrame(
         {
