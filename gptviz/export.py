@@ -56,9 +56,27 @@ def _axis(fig: go.Figure, trace: go.BaseTraceType, letter: str) -> dict:
 
 def _tick_names(axis: dict) -> dict[float, str]:
     vals, texts = axis.get("tickvals"), axis.get("ticktext")
-    if vals is None or texts is None:
+    if vals is None or texts is None or axis.get("type") == "category":
         return {}
     return {float(v): plain(t) for v, t in zip(vals, texts, strict=False)}
+
+
+_TOKEN_CATEGORY = re.compile(r"(\d+): (.*)", re.DOTALL)
+
+
+def _coords(values: object, n: int, axis: dict) -> tuple[np.ndarray, list[str]]:
+    """A heatmap axis's coordinates and their labels. Token axes are categories
+    ``"position: token"`` (``figures._base.token_categories``): split back into both."""
+    if values is None:
+        xs = np.arange(n)
+        return xs, _labels(xs, _tick_names(axis))
+    xs = np.asarray(values)
+    if xs.dtype.kind not in "OUS":
+        return xs, _labels(xs, _tick_names(axis))
+    parts = [_TOKEN_CATEGORY.fullmatch(str(v)) for v in xs]
+    if all(parts):
+        return np.array([int(m[1]) for m in parts]), [plain(m[2]) for m in parts]
+    return np.array([plain(v) for v in xs], dtype=object), [plain(v) for v in xs]
 
 
 def _axis_title(axis: dict, default: str) -> str:
@@ -87,10 +105,9 @@ def _heatmap_grid(fig: go.Figure, tr: go.Heatmap) -> tuple[np.ndarray, np.ndarra
     """A heatmap's values, its x and y coordinates, their tick labels, and its two axes."""
     z = np.asarray(tr.z, dtype=np.float64)
     rows, cols = z.shape
-    xs = _arr(tr.x) if tr.x is not None else np.arange(cols)
-    ys = _arr(tr.y) if tr.y is not None else np.arange(rows)
     xa, ya = _axis(fig, tr, "x"), _axis(fig, tr, "y")
-    return z, xs, ys, _labels(xs, _tick_names(xa)), _labels(ys, _tick_names(ya)), xa, ya
+    (xs, xl), (ys, yl) = _coords(tr.x, cols, xa), _coords(tr.y, rows, ya)
+    return z, xs, ys, xl, yl, xa, ya
 
 
 def _named(v: object, name: str | None) -> str:

@@ -164,6 +164,15 @@ def test_pattern_and_steps_figures_show_the_trace():
     assert np.array_equal(z[np.tril_indices(T)], p[np.tril_indices(T)])
     ticks = " ".join(fig.layout.xaxis.ticktext)
     assert not any(c in ticks for c in "<>$") and "&lt;" in ticks and "&#36;" in ticks
+    # hover names both tokens of a cell from the axes' categories "position: token" (escaped),
+    # not from per-cell strings, so the JSON grows with T, not T²
+    cats = [f"{i}: {fa.label(t)}" for i, t in enumerate(trace.tokens)]
+    assert list(fig.data[0].x) == cats and list(fig.data[0].y) == cats and fig.data[0].customdata is None
+    assert "query %{y}" in fig.data[0].hovertemplate and "key %{x}" in fig.data[0].hovertemplate
+    assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.tickvals) == cats[: len(ticks.split())]
+    long = gptviz.run(model, " the" * 120)
+    small, big = (len(fa.attention_pattern(t, 0, 0).to_json()) for t in (trace, long))
+    assert big < small * (long.n_tokens / T) ** 2 / 4
     q1, s2, s3, s4, z5 = fa.attention_steps(trace, 1, 2, n=6)
     q = trace["blocks.1.attn.hook_q"][:6, 2]
     k = trace["blocks.1.attn.hook_k"][:6, 2]

@@ -13,6 +13,7 @@ import gptviz
 from gptviz import export
 from gptviz import lesson as L
 from gptviz.checkpoints import bundled_snapshots
+from gptviz.figures._base import visible
 from tests.apptest_utils import assert_ok, decode, figures, open_page
 
 MODEL = "bundled:gpt2-style"
@@ -346,6 +347,8 @@ def test_figure_tables_hold_the_drawn_numbers(model):
     np.testing.assert_allclose(table["probability"].to_numpy(np.float64), probs[top], rtol=1e-6)
     pattern = export.figure_table(gptviz.figures.attention_pattern(trace, 0, 0))
     assert pattern.shape == (trace.n_tokens, trace.n_tokens + 1)
+    named = [f"{i}: {visible(t)}" for i, t in enumerate(trace.tokens)]  # position and plain token text
+    assert pattern.columns[1:].tolist() == named and pattern.iloc[:, 0].tolist() == named
     np.testing.assert_allclose(pattern.iloc[:, 1:].to_numpy(np.float64), _masked(trace.pattern(0, 0)), atol=1e-6)
     assert export.alt_text(fig).startswith("Bar chart: Top 5 next tokens")
     from gptviz.analysis.timeline import history_value

@@ -108,7 +108,7 @@ def test_mlp_heatmap_keeps_gpt2_size_small_and_shows_the_most_active_neurons():
     np.testing.assert_allclose(fig.data[0].z, acts[:, shown].T.astype(np.float32))
     assert "256 most active of 3072" in fig.layout.title.text
     small = mlp_activation_heatmap(acts[:8, :20], ["a", "<b>"] * 4, layer=0, top_n=64)
-    assert "all 20" in small.layout.title.text and small.data[0].customdata[0][1] == "&lt;b&gt;"
+    assert "all 20" in small.layout.title.text and list(small.data[0].x)[1] == "1: &lt;b&gt;"
 
 
 @pytest.fixture(scope="module")

@@ -40,19 +40,39 @@ def token_labels(tokens: Sequence[str], numbered: bool = False) -> list[str]:
     return [f"{i}:{label(t)}" if numbered else label(t) for i, t in enumerate(tokens)]
 
 
-def token_axis(tokens: Sequence[str], title: str = "token", numbered: bool = False, reverse: bool = False) -> dict:
-    """Axis settings: numeric positions, token text as tick labels (``reverse``: top to bottom)."""
+def token_categories(tokens: Sequence[str]) -> list[str]:
+    """Category names for a token axis: ``"position: token"``, unique, so Plotly keeps repeated
+    tokens apart, and the hover text can name each cell's tokens from the axes alone (per-cell
+    label strings would cost O(rows × cols) to build and to encode as JSON)."""
+    return [f"{i}: {label(t)}" for i, t in enumerate(tokens)]
+
+
+def token_axis(
+    tokens: Sequence[str],
+    title: str = "token",
+    numbered: bool = False,
+    reverse: bool = False,
+    categorical: bool = False,
+) -> dict:
+    """Axis settings: positions in order, token text as tick labels (``reverse``: top to bottom).
+
+    ``categorical``: the trace's coordinates are ``token_categories(tokens)`` rather than the
+    numbers 0..n-1 (ranges count categories either way)."""
     n = len(tokens)
     step = max(1, int(np.ceil(n / 64)))  # at most ~64 labels; hover still names every token
     vals = list(range(0, n, step))
     texts = token_labels(tokens, numbered)
-    return {
+    axis = {
         "title": {"text": title},
         "tickmode": "array",
         "tickvals": vals,
         "ticktext": [texts[i] for i in vals],
         "range": [n - 0.5, -0.5] if reverse else [-0.5, n - 0.5],
     }
+    if categorical:
+        cats = token_categories(tokens)
+        axis.update(type="category", tickvals=[cats[i] for i in vals])
+    return axis
 
 
 def style(fig: go.Figure, projector: bool = False, height: int | None = None) -> go.Figure:
@@ -115,36 +135,22 @@ def heatmap(
             kw["zmin"] = zmin
         if zmax is not None:
             kw["zmax"] = zmax
-    rows, cols = z.shape
-    xl = token_labels(x_tokens) if x_tokens is not None else [str(i) for i in range(cols)]
-    yl = token_labels(y_tokens) if y_tokens is not None else [str(i) for i in range(rows)]
     hovertemplate = hovertemplate or (
-        f"{y_title or 'row'} %{{y}}: %{{customdata[0]}}<br>{x_title or 'column'} %{{x}}: "
-        f"%{{customdata[1]}}<br>{hover}: %{{z:.4f}}<extra></extra>"
+        f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>{hover}: %{{z:.4f}}<extra></extra>"
     )
-    if customdata is None and "customdata" in hovertemplate:
-        # one label pair per cell: the only way Plotly can name tokens on hover; skipped when the
-        # template does not use it (per-cell strings dominate the JSON encoding time)
-        customdata = np.empty((rows, cols, 2), dtype=object)
-        customdata[:, :, 0] = np.asarray(yl, dtype=object)[:, None]
-        customdata[:, :, 1] = np.asarray(xl, dtype=object)[None, :]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            customdata=customdata,
-            hovertemplate=hovertemplate,
-            **kw,
-        )
-    )
+    # token axes are categories "position: token": the hover names both tokens of a cell
+    x = token_categories(x_tokens) if x_tokens is not None else None
+    y = token_categories(y_tokens) if y_tokens is not None else None
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, customdata=customdata, hovertemplate=hovertemplate, **kw))
     fig.update_layout(title={"text": title})
     fig.update_xaxes(zeroline=False)  # a white zero line shows through gaps (NaN cells)
     fig.update_yaxes(zeroline=False)
     if x_tokens is not None:
-        fig.update_xaxes(**token_axis(x_tokens, x_title or "token"))
+        fig.update_xaxes(**token_axis(x_tokens, x_title or "token", categorical=True))
     else:
         fig.update_xaxes(title={"text": x_title})
     if y_tokens is not None:
-        fig.update_yaxes(**token_axis(y_tokens, y_title or "token", reverse=True))
+        fig.update_yaxes(**token_axis(y_tokens, y_title or "token", reverse=True, categorical=True))
     else:
         fig.update_yaxes(title={"text": y_title}, autorange="reversed")
     return style(fig, projector, height)

@@ -21,12 +21,12 @@ from gptviz.figures._base import (
     label,
     style,
     token_axis,
+    token_categories,
     token_labels,
 )
 from gptviz.trace import Trace
 
 MASK_GREY = "#d0d0d0"
-HOVER_TOKENS_MAX = 256  # above this many tokens, hover names positions only (keeps the JSON small)
 
 
 def pattern_heatmap(
@@ -35,31 +35,22 @@ def pattern_heatmap(
     """A ``[T, T]`` attention pattern: queries down, keys across, the masked future grey."""
     z = causal_masked(pattern)
     T = z.shape[-1]
-    tick = token_labels(tokens)
-    kw: dict = {}
-    if T <= HOVER_TOKENS_MAX:
-        cd = np.empty((T, T, 2), dtype=object)
-        cd[:, :, 0] = np.asarray(tick, dtype=object)[:, None]
-        cd[:, :, 1] = np.asarray(tick, dtype=object)[None, :]
-        kw["customdata"] = cd
-        kw["hovertemplate"] = (
-            "query %{y}: %{customdata[0]}<br>key %{x}: %{customdata[1]}<br>attention weight %{z:.4f}<extra></extra>"
-        )
-    else:
-        kw["hovertemplate"] = "query %{y}<br>key %{x}<br>attention weight %{z:.4f}<extra></extra>"
+    cats = token_categories(tokens)  # hover names both tokens from the axes: O(T) strings, not O(T²)
     fig = go.Figure(
         go.Heatmap(
             z=z,
+            x=cats,
+            y=cats,
             zmin=0.0,
             zmax=1.0,
             colorscale=SEQUENTIAL,
             hoverongaps=False,
             colorbar={"title": {"text": "weight"}},
-            **kw,
+            hovertemplate="query %{y}<br>key %{x}<br>attention weight %{z:.4f}<extra></extra>",
         )
     )
-    fig.update_xaxes(**token_axis(tokens, "key (looked at)"))
-    fig.update_yaxes(**token_axis(tokens, "query (looking)", reverse=True))
+    fig.update_xaxes(**token_axis(tokens, "key (looked at)", categorical=True))
+    fig.update_yaxes(**token_axis(tokens, "query (looking)", reverse=True, categorical=True))
     fig.update_layout(title={"text": title}, plot_bgcolor=MASK_GREY, height=height or _square(T))
     fig.update_xaxes(showgrid=False, zeroline=False)  # a zero line would cross the grey mask at query 0
     fig.update_yaxes(showgrid=False, zeroline=False)
@@ -214,21 +205,20 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bo
     lim = float(max(np.abs(m).max() for m in mats)) or 1.0
     names = ["Q: what am I looking for?", "K: what do I contain?", "V: what do I pass on?"]
     fig = make_subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.05)
-    tick = np.asarray(token_labels(tokens), dtype=object)
+    cats = token_categories(tokens)
     for i, m in enumerate(mats):
         fig.add_trace(
             go.Heatmap(
                 z=m,
-                customdata=np.repeat(tick[:, None], m.shape[1], axis=1),
+                y=cats,
                 coloraxis="coloraxis",
-                hovertemplate=f"{'QKV'[i]} of token %{{y}}: %{{customdata}}<br>dimension %{{x}}<br>"
-                "value %{z:.4f}<extra></extra>",
+                hovertemplate=f"{'QKV'[i]} of token %{{y}}<br>dimension %{{x}}<br>value %{{z:.4f}}<extra></extra>",
             ),
             row=1,
             col=i + 1,
         )
         fig.update_xaxes(title={"text": "dimension"}, row=1, col=i + 1)
-        axis = token_axis(tokens, "token" if i == 0 else "", reverse=True)
+        axis = token_axis(tokens, "token" if i == 0 else "", reverse=True, categorical=True)
         if i:
             axis["showticklabels"] = False
         fig.update_yaxes(**axis, row=1, col=i + 1)
@@ -312,7 +302,7 @@ def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, proje
         diverging=True,
         projector=projector,
         height=_step_height(n),
-        hovertemplate="output of token %{y}: %{customdata[0]}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
+        hovertemplate="output of token %{y}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
     )
     return _two_line_title(fig, projector)
 

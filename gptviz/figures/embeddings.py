@@ -22,7 +22,7 @@ def embedding_heatmap(trace: Trace, projector: bool = False) -> go.Figure:
         title=f"Token embeddings: {trace.n_tokens} tokens × {trace.config.d_model} dimensions",
         diverging=True,
         projector=projector,
-        hovertemplate="token %{y}: %{customdata[0]}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
+        hovertemplate="token %{y}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
     )
 
 

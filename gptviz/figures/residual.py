@@ -13,10 +13,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gptviz.analysis.lens import Attribution, LayerNormView, LogitLens, residual_stack, stage_labels
-from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, token_labels, visible
+from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, visible
 from gptviz.trace import Trace
 
-MAX_HOVER_CELLS = 40_000  # beyond this a heatmap's hover names the position only (keeps JSON small)
 MAX_CELL_TEXT_TOKENS = 40  # logit lens: write the top token in the cells up to this many positions
 CELL_TEXT_CHARS = 6  # ... at most this many characters of it (fewer when cells are narrow; hover: the whole token)
 CELL_TEXT_WIDTH_PX = 740  # logit lens: the plot width the cell text is sized for (a wide page column)
@@ -28,13 +27,6 @@ def top_neurons(acts: np.ndarray, n: int) -> np.ndarray:
     score = np.abs(np.asarray(acts, dtype=np.float32)).max(axis=0)
     n = max(1, min(n, score.size))
     return np.sort(np.argsort(-score, kind="stable")[:n])
-
-
-def _cell_tokens(rows: int, tokens: Sequence[str]) -> np.ndarray:
-    """Per-cell token labels for hover text; empty when the grid is too large to carry them."""
-    if rows * len(tokens) > MAX_HOVER_CELLS:
-        return np.empty((0, 0), dtype=object)
-    return np.broadcast_to(np.asarray(token_labels(tokens), dtype=object)[None, :], (rows, len(tokens)))
 
 
 def mlp_activation_heatmap(
@@ -51,7 +43,6 @@ def mlp_activation_heatmap(
     acts = np.asarray(acts, dtype=np.float32)  # [T, M]
     ids = top_neurons(acts, top_n)
     z = acts[:, ids].T  # [n, T]
-    cells = _cell_tokens(len(ids), tokens)
     shown = "all" if len(ids) == acts.shape[1] else f"the {len(ids)} most active of"
     finite = z[np.isfinite(z)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -66,12 +57,7 @@ def mlp_activation_heatmap(
         zmax=None if signed else max(hi, 1e-6),
         projector=projector,
         title=f"Layer {layer} feed-forward activations: {shown} {acts.shape[1]} neurons",
-        customdata=cells,
-        hovertemplate=(
-            "neuron %{y}<br>position %{x}"
-            + (": %{customdata}" if cells.size else "")
-            + "<br>activation %{z:.3f}<extra></extra>"
-        ),
+        hovertemplate="neuron %{y}<br>position %{x}<br>activation %{z:.3f}<extra></extra>",
     )
     names = [str(i) for i in ids]
     fig.data[0].y = names
@@ -110,19 +96,18 @@ def top_neurons_bar(
 
 
 def _stage_heatmap(z: np.ndarray, rows: Sequence[str], tokens: Sequence[str], value: str, **kw) -> go.Figure:
-    """A heatmap with one row per residual stage (named) and one column per token."""
-    cells = np.empty((len(rows), len(tokens), 2), dtype=object)
-    cells[:, :, 0] = np.asarray([esc(r) for r in rows], dtype=object)[:, None]
-    cells[:, :, 1] = np.asarray(token_labels(tokens), dtype=object)[None, :]
+    """A heatmap with one row per residual stage (named) and one column per token; both axes are
+    categories, so the hover names the stage and the token without per-cell strings."""
     fig = heatmap(
         z,
         x_tokens=tokens,
         x_title="token",
-        customdata=cells,
-        hovertemplate="%{customdata[0]}<br>position %{x}: %{customdata[1]}<br>" + value + "<extra></extra>",
+        hovertemplate="%{y}<br>position %{x}<br>" + value + "<extra></extra>",
         **kw,
     )
-    fig.update_yaxes(tickmode="array", tickvals=list(range(len(rows))), ticktext=[esc(r) for r in rows], title="")
+    names = [esc(r) for r in rows]
+    fig.data[0].y = names
+    fig.update_yaxes(type="category", tickmode="array", tickvals=names, ticktext=names, title="")
     fig.update_layout(height=max(300, 34 * len(rows) + 160))
     return fig
 
@@ -241,8 +226,8 @@ def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], projector: bool =
         probs = np.asarray(lens.top_probs, dtype=np.float64).ravel()
         fig.add_trace(
             go.Scatter(
-                x=c.ravel(),
-                y=r.ravel(),
+                x=np.asarray(fig.data[0].x, dtype=object)[c.ravel()],  # the heatmap's categories
+                y=np.asarray(fig.data[0].y, dtype=object)[r.ravel()],
                 mode="text",
                 text=[_cell_text(s, chars) for row in lens.top_tokens for s in row],
                 textfont={
