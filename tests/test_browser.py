@@ -323,6 +323,14 @@ def test_a_shared_link_restores_the_view_and_a_slider_updates_the_url(tab):
     assert (q["attn_layer"], q["attn_head"], q["prompt"]) == ("1", "2", "Hello world")
     tab.wait_charts()
     tab.wait_title("Layer 1, head 2")
+    # Hovering a cell of the pattern names both tokens (the axes' "position: token" categories).
+    plot = tab.page.locator(".js-plotly-plot").first
+    box = plot.locator(".nsewdrag").first.bounding_box()
+    tab.page.mouse.move(box["x"] + 4, box["y"] + box["height"] - 4)  # last query, first key
+    hover = plot.locator(".hoverlayer .hovertext").first
+    hover.wait_for()
+    text = hover.text_content()
+    assert re.search(r"query \d+: \S", text) and "key 0: H" in text and "attention weight" in text, text
     # Move the layer slider with the keyboard: the URL follows, and so does the chart.
     tab.slider("Layer").focus()
     tab.slider("Layer").press("ArrowRight")

@@ -230,9 +230,33 @@ def _safe_scale(scale) -> bool:
     return [[round(float(a), 6), str(c).lower().replace(" ", "")] for a, c in scale] in SAFE_SCALES.values()
 
 
+def _merge(under: dict, over: dict) -> dict:
+    out = dict(under)
+    for k, v in over.items():
+        out[k] = _merge(under[k], v) if isinstance(v, dict) and isinstance(under.get(k), dict) else v
+    return out
+
+
+def with_template(spec: dict) -> dict:
+    """A figure's JSON with its template applied as Plotly.js does: the template's layout under
+    the figure's (its ``xaxis`` under every x axis, …), ``data[type][0]`` under each trace."""
+    layout = spec.get("layout", {})
+    template = layout.get("template") or {}
+    tl = template.get("layout", {})
+    merged = _merge(tl, {k: v for k, v in layout.items() if k != "template"})
+    for k, v in merged.items():
+        for kind in ("xaxis", "yaxis", "coloraxis"):
+            if k.startswith(kind) and k != kind and isinstance(v, dict) and kind in tl:
+                merged[k] = _merge(tl[kind], v)
+    data = [_merge((template.get("data", {}).get(tr.get("type", "scatter")) or [{}])[0], tr) for tr in spec["data"]]
+    return {**spec, "layout": merged, "data": data}
+
+
 def projector_problems(spec: dict) -> list[str]:
-    """Every text size in a Plotly JSON figure below 14 px (set, or inherited from the layout font
-    as Plotly does), and every colour scale that is not Viridis/Cividis (or RdBu for signed values)."""
+    """Every text size in a Plotly JSON figure below 14 px (set, inherited from the layout font
+    or from the template, as Plotly does), and every colour scale that is not Viridis/Cividis (or
+    RdBu for signed values)."""
+    spec = with_template(spec)
     layout, bad = spec.get("layout", {}), []
     base = (layout.get("font") or {}).get("size")
     if base is None or base < MIN_PX:

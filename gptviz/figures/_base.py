@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 SEQUENTIAL = "Viridis"
 SEQUENTIAL_PROJECTOR = "Cividis"
@@ -75,28 +76,61 @@ def token_axis(
     return axis
 
 
-def style(fig: go.Figure, projector: bool = False, height: int | None = None) -> go.Figure:
-    """One look for every chart; projector mode: large type, high-contrast scales."""
+_AXIS = {  # plotly_white's axes
+    "gridcolor": "#EBF0F8",
+    "linecolor": "#EBF0F8",
+    "zerolinecolor": "#EBF0F8",
+    "zerolinewidth": 2,
+    "ticks": "",
+    "automargin": True,
+}
+
+
+def _template(projector: bool) -> go.layout.Template:
+    """Our look as a Plotly template: plotly_white's backgrounds and axes, our type sizes.
+
+    Why a template of our own: assigning plotly_white (colour scales for every trace type, 3D
+    scenes, maps…) copies and validates ~7 KB of settings per figure, about half the cost of
+    styling a chart; this one is small, and explicit settings of a figure still win over it."""
     base = 18 if projector else 13
-    fig.update_layout(
-        template="plotly_white",
-        font={"family": FONT, "size": base, "color": "#111111"},
-        title={"font": {"size": base + 4}},
-        hoverlabel={"font": {"size": max(14, base)}},
-        margin={"l": 60, "r": 20, "t": 60, "b": 50},
-        legend={"font": {"size": base}},
+    tick = {"size": base - (0 if projector else 1)}
+    axis = {**_AXIS, "tickfont": tick, "title": {"standoff": 15, "font": {"size": base + 1}}}
+    colorbar = {"outlinewidth": 0, "ticks": "", "tickfont": {"size": base}}
+    return go.layout.Template(
+        layout={
+            "autotypenumbers": "strict",
+            "paper_bgcolor": "white",
+            "plot_bgcolor": "white",
+            "colorway": QUALITATIVE,
+            "font": {"family": FONT, "size": base, "color": "#111111"},
+            "title": {"font": {"size": base + 4}, "x": 0.05},
+            "hovermode": "closest",
+            "hoverlabel": {"align": "left", "font": {"size": max(14, base)}},
+            "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+            "legend": {"font": {"size": base}},
+            "xaxis": axis,
+            "yaxis": axis,
+            "coloraxis": {"colorbar": colorbar},
+        },
+        data={"heatmap": [{"colorbar": colorbar}], "bar": [{"marker": {"line": {"color": "white", "width": 0.5}}}]},
     )
-    fig.update_xaxes(tickfont={"size": base - (0 if projector else 1)}, title_font={"size": base + 1})
-    fig.update_yaxes(tickfont={"size": base - (0 if projector else 1)}, title_font={"size": base + 1})
+
+
+pio.templates["gptviz"] = _template(False)
+pio.templates["gptviz_projector"] = _template(True)
+
+
+def style(fig: go.Figure, projector: bool = False, height: int | None = None) -> go.Figure:
+    """One look for every chart (the ``gptviz`` template); projector mode: large type, high-contrast scales."""
+    fig.update_layout(template="gptviz_projector" if projector else "gptviz")
     if projector:
-        fig.update_coloraxes(colorbar_tickfont_size=base)
         for trace in fig.data:
-            if trace.type == "heatmap":
-                if trace.colorscale and _is_sequential(trace):
-                    trace.colorscale = SEQUENTIAL_PROJECTOR
-                trace.colorbar = {"tickfont": {"size": base}}
+            if trace.type == "heatmap" and trace.colorscale and _is_sequential(trace):
+                trace.colorscale = SEQUENTIAL_PROJECTOR
             if getattr(trace, "textfont", None) is not None and trace.type in ("scatter", "bar", "heatmap"):
                 trace.textfont.size = max(trace.textfont.size or 0, 16)
+        if fig.layout.coloraxis.colorscale is not None and fig.layout.coloraxis.cmid is None:
+            fig.update_coloraxes(colorscale=SEQUENTIAL_PROJECTOR)
     if height:
         fig.update_layout(height=height)
     return fig

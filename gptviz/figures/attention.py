@@ -166,7 +166,7 @@ def attention_grid(
     layout = style(go.Figure(), projector).layout.to_plotly_json()
     layout.update(
         axes,
-        title={"text": f"All {L * H} heads ({L} layers × {H} heads): click a dot to open that head", **layout["title"]},
+        title={"text": f"All {L * H} heads ({L} layers × {H} heads): click a dot to open that head"},
         coloraxis={
             "colorscale": SEQUENTIAL_PROJECTOR if projector else SEQUENTIAL,
             "cmin": 0.0,
