@@ -179,8 +179,9 @@ def _xy_table(fig: go.Figure, tr: go.BaseTraceType) -> pd.DataFrame | None:
 
 
 def _label_layer(tr: go.BaseTraceType) -> bool:
-    """Text drawn over another trace (e.g. a heatmap's cell labels): it adds no numbers."""
-    return tr.type == "scatter" and tr.mode == "text" and tr.hoverinfo == "skip"
+    """Text drawn over another trace (a heatmap's cell labels) or boxes drawn under one (token
+    chips): silent on hover, they add no numbers."""
+    return tr.hoverinfo == "skip" and (tr.type == "bar" or (tr.type == "scatter" and tr.mode == "text"))
 
 
 def figure_table(fig: go.Figure) -> pd.DataFrame:

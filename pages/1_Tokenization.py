@@ -51,10 +51,11 @@ def chips(name: str, view, height: int | None = None):
     )
 
 
-height = max(chips(name, view).layout.height for name, view in views.values())  # both charts equally tall
+drawn = {key: chips(name, view) for key, (name, view) in views.items()}
+height = max(fig.layout.height for fig in drawn.values())  # both charts equally tall: redraw the shorter
 for col, (key, (name, view)) in zip(st.columns(2), views.items(), strict=True):
     with col:
-        ui.chart(chips(name, view, height), f"cmp_{key}")
+        ui.chart(drawn[key] if drawn[key].layout.height == height else chips(name, view, height), f"cmp_{key}")
 
 st.subheader("Watch BPE build a word")
 words = list(dict.fromkeys(w for w in ctx.tokenizer.pre_tokens(t.text[:5000]) if w.strip()))[:200]

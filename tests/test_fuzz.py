@@ -421,7 +421,7 @@ def test_long_words_and_prompts_give_bounded_figures():
     assert len(spec["layout"]["shapes"]) <= 64 * 64 and "from merge" in spec["layout"]["title"]["text"]
     view = tokenize_view(tok, "😀" * 1000)
     fig = F.token_chips(view.tokens, view.ids, view.token_bytes, title="gpt2")
-    assert len(fig.layout.shapes) == 1024 and "of 2,000 tokens" in fig.layout.title.text
+    assert len(fig.data[0].text) == len(fig.data[1].x) == 1024 and "of 2,000 tokens" in fig.layout.title.text
 
 
 # --- 6. the real app: hostile prompts through every page ------------------------------------------

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from gptviz import ui
-from tests.apptest_utils import ROOT, assert_ok, figures, open_page
+from tests.apptest_utils import ROOT, assert_ok, decode, figures, open_page
 
 PROMPT = "The cat sat on the mat. The cat"
 PAGES = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
@@ -192,7 +192,7 @@ def test_a_100k_character_prompt_is_truncated_with_a_notice(page):
     assert figures(at) or page is None
     if page == "1_Tokenization.py":
         chips = figures(at)["chips"]
-        assert len(chips["layout"]["shapes"]) == 256
+        assert len(chips["data"][0]["text"]) == 256 and len(decode(chips["data"][1]["x"])) == 256  # texts, chips
         assert "first 5,000 characters" in figures(at)["cmp_gpt2"]["layout"]["title"]["text"]
 
 

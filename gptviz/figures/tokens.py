@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from gptviz.figures._base import QUALITATIVE, esc, label, style
 
-MAX_CHIPS = 1024  # token_chips draws at most this many tokens (one shape each); the title says so
+MAX_CHIPS = 1024  # token_chips draws at most this many tokens; the title says so
 MAX_MERGE_ROWS = 64  # bpe_merges draws at most this many steps, the last ones up to ``upto``
 MAX_ROW_PIECES = 64  # ... and at most this many pieces per step, then one "+N bytes" chip
 CHIP_FONT = "DejaVu Sans Mono, Menlo, monospace"
@@ -56,23 +56,8 @@ def token_chips(
     texts = [label(t) for t in tokens]
     widths = [max(2, len(t) + 1, len(str(i)) + 1) for t, i in zip(texts_raw(tokens), ids, strict=True)]
     spots = _chip_layout(widths, row_width)
-    fig = go.Figure()
-    shapes = []
     xs, ys, hover = [], [], []
     for pos, ((x, row), w) in enumerate(zip(spots, widths, strict=True)):
-        colour = QUALITATIVE[pos % 5]
-        shapes.append(
-            {
-                "type": "rect",
-                "x0": x,
-                "x1": x + w,
-                "y0": -row * 2.2,
-                "y1": -row * 2.2 + 1.7,
-                "fillcolor": colour,
-                "opacity": 0.25,
-                "line": {"color": colour, "width": 2},
-            }
-        )
         xs.append(x + w / 2)
         ys.append(-row * 2.2 + 0.85)
         raw = token_bytes[pos] if token_bytes is not None else tokens[pos].encode("utf-8", "backslashreplace")
@@ -80,7 +65,8 @@ def token_chips(
             f"position {pos}<br>id {ids[pos]}<br>bytes {esc(' '.join(f'{b:02x}' for b in raw))}"
             f"<br>string {esc(repr(tokens[pos]))}"
         )
-    fig.add_trace(
+    colours = [QUALITATIVE[pos % 5] for pos in range(len(spots))]
+    fig = go.Figure(
         go.Scatter(
             x=xs,
             y=ys,
@@ -92,18 +78,37 @@ def token_chips(
             showlegend=False,
         )
     )
+    # The chips: one horizontal bar each (Plotly draws bars under text whatever the trace order).
+    # One trace of arrays instead of a layout shape per token: ~3x cheaper to build at T=220.
+    fig.add_trace(
+        go.Bar(
+            x=widths,
+            base=[x for x, _ in spots],
+            y=ys,
+            width=1.7,
+            orientation="h",
+            marker={"color": [_tint(c) for c in colours], "line": {"color": colours, "width": 2}},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
     rows = (spots[-1][1] + 1) if spots else 1
     row_px = ROW_PX * scale
     natural = round(90 + row_px * rows)
     shown_rows = max(rows, (height - 90) / row_px) if height and height > natural else rows
     fig.update_layout(
-        shapes=shapes,
         title={"text": title},
         xaxis={"visible": False, "range": [-0.5, row_width + 1]},
         yaxis={"visible": False, "range": [-(shown_rows - 1) * 2.2 - 0.3, 2.0]},
         height=max(natural, height or 0),
     )
     return style(fig, projector)
+
+
+def _tint(colour: str, alpha: float = 0.25) -> str:
+    """``#RRGGBB`` as a translucent ``rgba()`` fill (the chip's outline keeps the full colour)."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def texts_raw(tokens: Sequence[str]) -> list[str]:
