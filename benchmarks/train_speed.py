@@ -36,7 +36,7 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     print("| recipe | parameters | s/step | tokens/s | projected run (min) | run / 20 min |\n|---|---|---|---|---|---|")
     for name, spec in RECIPES.items():
-        cfg = spec.config(get_tokenizer(f"shakespeare-bpe-{spec.vocab}"))
+        cfg = spec.config(get_tokenizer(spec.tokenizer_name))
         torch.manual_seed(0)
         model = GPT(cfg).train()
         opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)

@@ -1,6 +1,7 @@
 """The bundled models: they load, match their cards, and training really lowers the loss."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -9,7 +10,17 @@ import torch.nn.functional as F
 import gptviz
 from gptviz.checkpoints import ASSETS, BUNDLED, bundled_card, bundled_snapshots
 from gptviz.tokenizer import get_tokenizer
-from gptviz.train import DEFAULT_DATA, TrainSpec, lr_at, split_text, token_nll, train
+from gptviz.train import (
+    DEFAULT_DATA,
+    TrainSpec,
+    ensure_tokenizer,
+    lr_at,
+    rename_speakers,
+    speaker_names,
+    split_text,
+    token_nll,
+    train,
+)
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -82,11 +93,13 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
         eval_every=10,
         lr=3e-3,
         warmup=5,
+        rename_speakers=0.5,  # the renamed-cast windows are re-tokenized on the fly
         snapshots=[0, 30],
     )
     card = train(spec, tmp_path / "out", data=corpus, resume=False)
     losses = [h["val_loss"] for h in card["history"]]
     assert losses[-1] < losses[0] - 0.5
+    assert card["val_loss_new_cast_nats"] > 0 and "val_loss_new_cast" in card["history"][-1]
     assert json.loads((tmp_path / "out" / "tiny.json").read_text())["test_bits_per_byte"] > 0
     assert (tmp_path / "out" / "tiny-snapshots" / "step000030.safetensors").exists()
     assert gptviz.load_model(tmp_path / "out" / "tiny.safetensors").cfg.n_ctx == 32
@@ -98,3 +111,52 @@ def test_schedule_warms_up_then_decays():
     assert lr_at(9, spec) == pytest.approx(1e-3)
     assert lr_at(100, spec) == pytest.approx(1e-4)
     assert lr_at(50, spec) < lr_at(20, spec)
+
+
+PLAY = """ROMEO:
+But, soft! what light through yonder window breaks?
+
+First Citizen:
+Romeo is a fine fellow, and so is Benvolio.
+
+BENVOLIO:
+Romeo, away! Romeo's man is here.
+
+ROMEO:
+Peace, Benvolio.
+
+KING RICHARD III:
+Now is the winter of our discontent.
+"""
+
+
+def test_speaker_names_are_the_capitalised_tags_only():
+    assert speaker_names(PLAY) == ["BENVOLIO", "KING RICHARD III", "ROMEO"]  # not "First Citizen"
+    assert speaker_names("he said ROMEO:\nnothing") == []  # a tag stands on its own line after a blank one
+
+
+def test_renaming_the_cast_is_consistent_and_touches_nothing_else():
+    pool = ["PETRUCHIO", "KATHARINA", "GRUMIO", "BAPTISTA", "TRANIO"]
+    for seed in range(20):
+        out = rename_speakers(PLAY, random.Random(seed), pool)
+        assert out == rename_speakers(PLAY, random.Random(seed), pool)  # deterministic per seed
+        before, after = PLAY.split("\n"), out.split("\n")
+        assert len(before) == len(after)
+        tags = [(a, b) for a, b in zip(before, after, strict=True) if a in ("ROMEO:", "BENVOLIO:", "KING RICHARD III:")]
+        mapping = dict(tags)
+        assert len(tags) == 4 and len(mapping) == 3 and len(set(mapping.values())) == 3  # one new name each
+        assert all(b.endswith(":") and b.isupper() and a != b for a, b in mapping.items())
+        assert "First Citizen:" in after and "Now is the winter of our discontent." in after
+        romeo = mapping["ROMEO:"][:-1].title()
+        assert f"{romeo} is a fine fellow" in out and f"{romeo}'s man" in out  # mentions follow the tag
+        assert "Romeo" not in out.replace(romeo, "")
+    assert rename_speakers("no cast here\n", random.Random(0), pool) == "no cast here\n"
+
+
+def test_untagged_bpe_spends_no_tokens_on_the_cast(tmp_path):
+    tagged = ensure_tokenizer(PLAY * 30, 300, tmp_path)
+    untagged = ensure_tokenizer(PLAY * 30, 300, tmp_path, untagged=True)
+    assert untagged.name == "shakespeare-bpe-300-untagged" and tagged.name == "shakespeare-bpe-300"
+    assert len(tagged.encode("ROMEO:")) == 2  # the frequent tag became one token...
+    assert len(untagged.encode("ROMEO:")) == 6  # ...unless tags are left out: a name is its letters
+    assert untagged.decode(untagged.encode(PLAY)) == PLAY
