@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from gptviz.analysis.attention import causal_masked, max_pool
 from gptviz.figures._base import (
@@ -207,30 +206,46 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bo
     mats = [_head(trace, f"hook_{x}", layer, head, n) for x in "qkv"]
     lim = float(max(np.abs(m).max() for m in mats)) or 1.0
     names = ["Q: what am I looking for?", "K: what do I contain?", "V: what do I pass on?"]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.05)
     cats = token_categories(tokens)
+    # three side-by-side panels laid out by hand: make_subplots costs more than the drawing
+    width, gap = 0.3, 0.05
+    traces, layout, titles = [], {}, []
     for i, m in enumerate(mats):
-        fig.add_trace(
+        suffix = str(i + 1) if i else ""
+        left = i * (width + gap)
+        traces.append(
             go.Heatmap(
                 z=m,
                 y=cats,
+                xaxis=f"x{suffix}",
+                yaxis=f"y{suffix}",
                 coloraxis="coloraxis",
                 hovertemplate=f"{'QKV'[i]} of token %{{y}}<br>dimension %{{x}}<br>value %{{z:.4f}}<extra></extra>",
-            ),
-            row=1,
-            col=i + 1,
+            )
         )
-        fig.update_xaxes(title={"text": "dimension"}, row=1, col=i + 1)
+        layout[f"xaxis{suffix}"] = {
+            "domain": [left, left + width],
+            "anchor": f"y{suffix}",
+            "title": {"text": "dimension"},
+        }
         axis = token_axis(tokens, "token" if i == 0 else "", reverse=True, categorical=True)
-        if i:
-            axis["showticklabels"] = False
-        fig.update_yaxes(**axis, row=1, col=i + 1)
-    fig.update_layout(
-        title={
-            "text": f"Step 1 · layer {layer}, head {head}: each token's query, key and value ({m.shape[1]} numbers each)"
+        layout[f"yaxis{suffix}"] = {**axis, "anchor": f"x{suffix}", "showticklabels": i == 0}
+        titles.append(
+            {"text": names[i], "x": left + width / 2, "y": 1.0, "xref": "paper", "yref": "paper"}
+            | {"xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}}
+        )
+    fig = go.Figure(
+        data=traces,
+        layout={
+            **layout,
+            "annotations": titles,
+            "title": {
+                "text": f"Step 1 · layer {layer}, head {head}: each token's query, key and value "
+                f"({m.shape[1]} numbers each)"
+            },
+            "coloraxis": {"colorscale": "RdBu_r", "cmid": 0.0, "cmin": -lim, "cmax": lim},
+            "height": _step_height(n),
         },
-        coloraxis={"colorscale": "RdBu_r", "cmid": 0.0, "cmin": -lim, "cmax": lim},
-        height=_step_height(n),
     )
     return style(fig, projector)
 
