@@ -33,6 +33,11 @@ class HookPoint(nn.Module):
         super().__init__()
         self.name = ""
 
+    @property
+    def hooked(self) -> bool:
+        """Whether a hook runs here in this context (its output may then be kept by a caller)."""
+        return bool(_ACTIVE.get().get(self))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fns = _ACTIVE.get().get(self)
         if fns:

@@ -81,7 +81,9 @@ class Attention(nn.Module):
         else:
             scores = self.hook_attn_scores((qh * (1.0 / math.sqrt(Dh))) @ kh.transpose(-1, -2))
             future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu_(1)
-            pattern = self.hook_pattern(scores.masked_fill(future, float("-inf")).softmax(-1))
+            # mask in place unless a hook may have kept the unmasked scores (saves a [B, H, T, T] copy)
+            mask = scores.masked_fill if self.hook_attn_scores.hooked else scores.masked_fill_
+            pattern = self.hook_pattern(mask(future, float("-inf")).softmax(-1))
             z = self.attn_drop(pattern) @ vh  # [B, H, T, Dh]
         z = self.hook_z(z.transpose(1, 2))  # [B, T, H, Dh]
         return self.c_proj(z.reshape(B, T, D))
