@@ -105,12 +105,12 @@ def rename_speakers(text: str, rng: random.Random, pool: list[str], p_real: floa
     next speaker predictable only by copying a name from the context, which is how a
     reader (and an induction head) handles a new play.
     """
-    names = {m for m in SPEAKER_TAG.findall(text) if m.upper() == m and any(c.isalpha() for c in m)}
+    names = speaker_names(text)
     if not names:
         return text
     mapping: dict[str, str] = {}
     used: set[str] = set()
-    for old in sorted(names):
+    for old in names:
         new = invent_name(rng, pool, p_real)
         for _ in range(10):
             if new not in used:

@@ -2,8 +2,10 @@
 
 Plotly renders a little HTML (``<b>``, ``<br>``, ``<i>``, ``<a href>``) and LaTeX between ``$``
 in text, hover labels and tick labels, so every token string passes through ``esc`` before it
-reaches a figure. Token axes are *positions* with the token text as tick labels, because Plotly
-merges repeated category labels ("the … the" would collapse into one row).
+reaches a figure. Token axes run over positions with the token text as tick labels, because
+Plotly merges repeated category labels ("the … the" would collapse into one row); heatmaps use
+the unique categories ``"position: token"`` (``token_categories``) so that hover can name a
+cell's tokens from the axes rather than from a string per cell.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage 4b — the feed-forward network, the residual stream, LayerNorm, logit lens and DLA.
 
 Pure functions: arrays or a Trace (and results of ``gptviz.analysis.lens``) in, a Plotly
-figure out. Token axes are positions labelled with escaped token text.
+figure out. Token axes are positions labelled with escaped token text (``_base``).
 """
 
 from __future__ import annotations
