@@ -270,6 +270,8 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
         gen.set_state(st["gen"])
         if "rng" in st:
             rng.setstate(st["rng"])
+        if "torch_rng" in st:
+            torch.set_rng_state(st["torch_rng"])  # dropout masks continue where they stopped
         step, best_val, best_state, history = st["step"], st["best_val"], st["best_state"], st["history"]
         print(f"resumed {spec.name} at step {step}")
     snap_dir = out_dir / f"{spec.name}-snapshots"
@@ -341,6 +343,7 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
                     "opt": opt.state_dict(),
                     "gen": gen.get_state(),
                     "rng": rng.getstate(),
+                    "torch_rng": torch.get_rng_state(),
                     "step": step,
                     "best_val": best_val,
                     "best_state": best_state,

@@ -160,3 +160,32 @@ def test_untagged_bpe_spends_no_tokens_on_the_cast(tmp_path):
     assert len(tagged.encode("ROMEO:")) == 2  # the frequent tag became one token...
     assert len(untagged.encode("ROMEO:")) == 6  # ...unless tags are left out: a name is its letters
     assert untagged.decode(untagged.encode(PLAY)) == PLAY
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import gptviz.train as T
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(PLAY * 40)
+    spec = TrainSpec(
+        name="r", preset="gpt2", vocab=280, d_model=32, n_layer=1, n_head=2, d_mlp=64, n_ctx=32,
+        steps=20, batch=4, eval_every=10, warmup=2, rename_speakers=0.75, untagged_bpe=True,
+    )  # fmt: skip
+    train(spec, tmp_path / "straight", data=corpus, resume=False)
+    real_save, saves = torch.save, []
+
+    def save_then_stop(obj, path):  # the state after step 10 is written, then the run "crashes"
+        real_save(obj, path)
+        saves.append(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T.torch, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, tmp_path / "resumed", data=corpus, resume=False)
+    monkeypatch.setattr(T.torch, "save", real_save)
+    assert len(saves) == 1 and (tmp_path / "resumed" / "r.train-state.pt").exists()
+    card = train(spec, tmp_path / "resumed", data=corpus, resume=True)
+    assert [h["step"] for h in card["history"]] == [10, 20]
+    a, b = (gptviz.load_model(tmp_path / d / "r.safetensors") for d in ("straight", "resumed"))
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name  # same batches, renamings and dropout masks as the straight run
