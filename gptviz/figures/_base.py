@@ -55,11 +55,11 @@ def token_axis(
     title: str = "token",
     numbered: bool = False,
     reverse: bool = False,
-    categorical: bool = False,
+    categories: Sequence[str] | None = None,
 ) -> dict:
     """Axis settings: positions in order, token text as tick labels (``reverse``: top to bottom).
 
-    ``categorical``: the trace's coordinates are ``token_categories(tokens)`` rather than the
+    ``categories``: the trace's coordinates, ``token_categories(tokens)``, rather than the
     numbers 0..n-1 (ranges count categories either way)."""
     n = len(tokens)
     step = max(1, int(np.ceil(n / 64)))  # at most ~64 labels; hover still names every token
@@ -72,9 +72,8 @@ def token_axis(
         "ticktext": [texts[i] for i in vals],
         "range": [n - 0.5, -0.5] if reverse else [-0.5, n - 0.5],
     }
-    if categorical:
-        cats = token_categories(tokens)
-        axis.update(type="category", tickvals=[cats[i] for i in vals])
+    if categories is not None:
+        axis.update(type="category", tickvals=[categories[i] for i in vals])
     return axis
 
 
@@ -156,7 +155,6 @@ def heatmap(
     zmax: float | None = None,
     projector: bool = False,
     height: int | None = None,
-    customdata: np.ndarray | None = None,
     hovertemplate: str | None = None,
 ) -> go.Figure:
     """A heatmap whose token axes (if given) are positions labelled with escaped token text."""
@@ -177,16 +175,16 @@ def heatmap(
     # token axes are categories "position: token": the hover names both tokens of a cell
     x = token_categories(x_tokens) if x_tokens is not None else None
     y = token_categories(y_tokens) if y_tokens is not None else None
-    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, customdata=customdata, hovertemplate=hovertemplate, **kw))
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, hovertemplate=hovertemplate, **kw))
     fig.update_layout(title={"text": title})
     fig.update_xaxes(zeroline=False)  # a white zero line shows through gaps (NaN cells)
     fig.update_yaxes(zeroline=False)
     if x_tokens is not None:
-        fig.update_xaxes(**token_axis(x_tokens, x_title or "token", categorical=True))
+        fig.update_xaxes(**token_axis(x_tokens, x_title or "token", categories=x))
     else:
         fig.update_xaxes(title={"text": x_title})
     if y_tokens is not None:
-        fig.update_yaxes(**token_axis(y_tokens, y_title or "token", reverse=True, categorical=True))
+        fig.update_yaxes(**token_axis(y_tokens, y_title or "token", reverse=True, categories=y))
     else:
         fig.update_yaxes(title={"text": y_title}, autorange="reversed")
     return style(fig, projector, height)

@@ -48,8 +48,8 @@ def pattern_heatmap(
             hovertemplate="query %{y}<br>key %{x}<br>attention weight %{z:.4f}<extra></extra>",
         )
     )
-    fig.update_xaxes(**token_axis(tokens, "key (looked at)", categorical=True))
-    fig.update_yaxes(**token_axis(tokens, "query (looking)", reverse=True, categorical=True))
+    fig.update_xaxes(**token_axis(tokens, "key (looked at)", categories=cats))
+    fig.update_yaxes(**token_axis(tokens, "query (looking)", reverse=True, categories=cats))
     fig.update_layout(title={"text": title}, plot_bgcolor=MASK_GREY, height=height or _square(T))
     fig.update_xaxes(showgrid=False, zeroline=False)  # a zero line would cross the grey mask at query 0
     fig.update_yaxes(showgrid=False, zeroline=False)
@@ -228,7 +228,7 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bo
             "anchor": f"y{suffix}",
             "title": {"text": "dimension"},
         }
-        axis = token_axis(tokens, "token" if i == 0 else "", reverse=True, categorical=True)
+        axis = token_axis(tokens, "token" if i == 0 else "", reverse=True, categories=cats)
         layout[f"yaxis{suffix}"] = {**axis, "anchor": f"x{suffix}", "showticklabels": i == 0}
         titles.append(
             {"text": names[i], "x": left + width / 2, "y": 1.0, "xref": "paper", "yref": "paper"}
