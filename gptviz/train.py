@@ -169,6 +169,11 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str, n: int, temperature: f
     return tokenizer.decode(ids)
 
 
+def tokenizer_name(vocab: int, untagged: bool = False) -> str:
+    """A bundled BPE's name: corpus, size and variant (``shakespeare-bpe-1024-untagged``)."""
+    return f"shakespeare-bpe-{vocab}" + ("-untagged" if untagged else "")
+
+
 @dataclass
 class TrainSpec:
     """Everything that defines a training run (recorded in the model card)."""
@@ -198,7 +203,7 @@ class TrainSpec:
     @property
     def tokenizer_name(self) -> str:
         """The bundled tokenizer this recipe trains and uses (see ``ensure_tokenizer``)."""
-        return f"shakespeare-bpe-{self.vocab}" + ("-untagged" if self.untagged_bpe else "")
+        return tokenizer_name(self.vocab, self.untagged_bpe)
 
     def config(self, tokenizer: Tokenizer) -> GPTConfig:
         base = preset(self.preset)
@@ -229,7 +234,7 @@ def ensure_tokenizer(train_text: str, vocab: int, out_dir: Path, untagged: bool 
     ``untagged``: learn the merges with the speaker tags left out. Otherwise BPE spends ~140 of
     its tokens on this split's cast (``ROMEO`` is one token), while a new play's ``PETRUCHIO``
     falls apart into letters that the model has never had to copy from its context."""
-    name = TrainSpec("", "", vocab=vocab, untagged_bpe=untagged).tokenizer_name
+    name = tokenizer_name(vocab, untagged)
     path = out_dir / f"{name}.tiktoken"
     if not path.exists():
         save_ranks(train_bpe(SPEAKER_TAG.sub("", train_text) if untagged else train_text, vocab), path)

@@ -424,16 +424,17 @@ def _details_body(fig: go.Figure, key: str, alt: str, table: pd.DataFrame | None
     st.caption(f"{alt}. PNG: the camera button in the chart's toolbar.")
     c1, c2 = st.columns(2)
     with c2:
-        st.download_button(
-            "Chart as HTML (interactive, works offline)",
-            data=lambda: export.html_bytes(fig),
-            file_name=f"{key}.html",
-            mime="text/html",
-            key=f"html_{key}",
-            on_click="ignore",
-            icon=":material/download:",
-        )
+        _download("Chart as HTML (interactive, works offline)", lambda: export.html_bytes(fig), key, "html")
     _table_body(df, key, where=c1)
+
+
+def _download(label: str, data: Any, key: str, ext: str) -> None:
+    """A download button for ``<key>.<ext>`` whose bytes are made only when it is pressed."""
+    mime = {"html": "text/html", "csv": "text/csv"}[ext]
+    st.download_button(
+        label, data=data, file_name=f"{key}.{ext}", mime=mime, key=f"{ext}_{key}", on_click="ignore",
+        icon=":material/download:",
+    )  # fmt: skip
 
 
 def table(df: pd.DataFrame, key: str, **kw: Any) -> None:
@@ -443,15 +444,7 @@ def table(df: pd.DataFrame, key: str, **kw: Any) -> None:
 
 def _table_body(df: pd.DataFrame, key: str, where: Any = None, **kw: Any) -> None:
     with where if where is not None else st.container():
-        st.download_button(
-            "Table as CSV",
-            data=lambda: export.csv_bytes(df),
-            file_name=f"{key}.csv",
-            mime="text/csv",
-            key=f"csv_{key}",
-            on_click="ignore",
-            icon=":material/download:",
-        )
+        _download("Table as CSV", lambda: export.csv_bytes(df), key, "csv")
     if df.attrs.get("truncated"):
         st.caption(f"The first {len(df):,} rows (the chart has more numbers than a table can show).")
     st.dataframe(df, hide_index=True, width="stretch", key=f"df_{key}", **kw)
