@@ -40,6 +40,7 @@ class GPTConfig:
     tie_weights: bool = True
     ln_eps: float = 1e-5
     dropout: float = 0.0
+    attn_dropout: float | None = None  # on the attention pattern; None: same as ``dropout``
     tokenizer: str = "gpt2"
 
     def __post_init__(self) -> None:
@@ -54,6 +55,7 @@ class GPTConfig:
             "norm": self.norm in ("post", "pre"),
             "act": self.act in ("relu", "gelu", "gelu_new"),
             "dropout": 0.0 <= self.dropout < 1.0,
+            "attn_dropout": self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -62,6 +64,12 @@ class GPTConfig:
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def attn_p(self) -> float:
+        """Dropout on the attention pattern. Training may turn it off alone: on CPU, PyTorch's
+        fused attention with dropout falls back to its math path, ~3x slower than without."""
+        return self.dropout if self.attn_dropout is None else self.attn_dropout
 
     @property
     def final_ln(self) -> bool:

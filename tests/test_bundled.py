@@ -6,15 +6,19 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 import gptviz
 from gptviz.checkpoints import ASSETS, BUNDLED, bundled_card, bundled_snapshots
+from gptviz.config import GPTConfig
 from gptviz.tokenizer import get_tokenizer
 from gptviz.train import (
     DEFAULT_DATA,
     TrainSpec,
     ensure_tokenizer,
+    invent_name,
     lr_at,
+    name_words,
     rename_speakers,
     speaker_names,
     split_text,
@@ -27,7 +31,7 @@ from gptviz.train import (
 def test_bundled_model_loads_and_matches_its_card(name):
     model = gptviz.load_model(f"bundled:{name}")
     card = bundled_card(name)
-    assert model.cfg.to_dict() == card["config"]
+    assert model.cfg == GPTConfig.from_dict(card["config"])  # fields newer than the card take defaults
     assert model.num_params() == card["parameters"]
     assert (ASSETS / f"{name}.safetensors").stat().st_size <= 8 * 2**20
     if not DEFAULT_DATA.exists():
@@ -95,6 +99,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
         warmup=5,
         rename_speakers=0.5,  # the renamed-cast windows are re-tokenized on the fly
         snapshots=[0, 30],
+        weights_dtype="float16",
     )
     card = train(spec, tmp_path / "out", data=corpus, resume=False)
     losses = [h["val_loss"] for h in card["history"]]
@@ -103,6 +108,8 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert json.loads((tmp_path / "out" / "tiny.json").read_text())["test_bits_per_byte"] > 0
     assert (tmp_path / "out" / "tiny-snapshots" / "step000030.safetensors").exists()
     assert gptviz.load_model(tmp_path / "out" / "tiny.safetensors").cfg.n_ctx == 32
+    with safe_open(str(tmp_path / "out" / "tiny.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
 
 
 def test_schedule_warms_up_then_decays():
@@ -153,6 +160,21 @@ def test_renaming_the_cast_is_consistent_and_touches_nothing_else():
     assert rename_speakers("no cast here\n", random.Random(0), pool) == "no cast here\n"
 
 
+def test_smoothed_names_spell_beyond_the_pool_chain():
+    assert name_words(["KING RICHARD III", "ROMEO", "LADY CAPULET"]) == ["CAPULET", "KING", "LADY", "RICHARD", "ROMEO"]
+    pool = name_words(["PETRUCHIO", "KATHARINA", "GRUMIO", "BAPTISTA", "TRANIO", "LUCENTIO", "BIANCA", "GREMIO"])
+    trigrams = {f"^^{n}$"[i : i + 3] for n in pool for i in range(len(n) + 1)}
+
+    def unseen(smooth: float) -> int:
+        rng = random.Random(0)
+        names = [invent_name(rng, pool, smooth) for _ in range(200)]
+        assert all(len(n) >= 3 and n.isalpha() and n.isupper() and n not in pool for n in names)
+        return sum(f"^^{n}$"[i : i + 3] not in trigrams for n in names for i in range(len(n) + 1))
+
+    assert unseen(0.0) == 0  # the pure chain only recombines the pool's letter trigrams
+    assert unseen(0.7) > 100  # smoothed: spellings the pool never has, as a new play's cast
+
+
 def test_untagged_bpe_spends_no_tokens_on_the_cast(tmp_path):
     tagged = ensure_tokenizer(PLAY * 30, 300, tmp_path)
     untagged = ensure_tokenizer(PLAY * 30, 300, tmp_path, untagged=True)
@@ -170,6 +192,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     spec = TrainSpec(
         name="r", preset="gpt2", vocab=280, d_model=32, n_layer=1, n_head=2, d_mlp=64, n_ctx=32,
         steps=20, batch=4, eval_every=10, warmup=2, rename_speakers=0.75, untagged_bpe=True,
+        name_smoothing=0.7, ema=0.9,
     )  # fmt: skip
     train(spec, tmp_path / "straight", data=corpus, resume=False)
     real_save, saves = torch.save, []
@@ -185,7 +208,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(T.torch, "save", real_save)
     assert len(saves) == 1 and (tmp_path / "resumed" / "r.train-state.pt").exists()
     card = train(spec, tmp_path / "resumed", data=corpus, resume=True)
-    assert [h["step"] for h in card["history"]] == [10, 20]
+    assert [h["step"] for h in card["history"]] == [10, 20] and "val_loss_ema" in card["history"][-1]
     a, b = (gptviz.load_model(tmp_path / d / "r.safetensors") for d in ("straight", "resumed"))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name  # same batches, renamings and dropout masks as the straight run

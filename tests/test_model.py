@@ -183,3 +183,34 @@ def test_seed_preset_is_the_seeds_design():
     assert (gpt2.pos, gpt2.norm, gpt2.act, gpt2.tie_weights) == ("learned", "pre", "gelu_new", True)
     with pytest.raises(ValueError):
         gptviz.GPTConfig(d_model=10, n_head=3)
+
+
+def test_dropout_matches_nn_dropout_in_expectation_and_is_off_in_eval():
+    from gptviz.model import Dropout
+
+    x = torch.ones(200_000)
+    drop = Dropout(0.2).train()
+    y = drop(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.8, abs=0.005)  # share zeroed ~ p
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.8))  # survivors scaled like nn.Dropout
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # same expectation
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, drop(x))  # masks follow torch's seed (training is reproducible)
+    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
+
+
+def test_attention_dropout_can_be_turned_off_alone():
+    from gptviz.config import GPTConfig
+
+    cfg = GPTConfig(vocab_size=50, n_layer=1, n_head=2, d_model=8, d_mlp=16, n_ctx=16, dropout=0.3)
+    assert cfg.attn_p == 0.3  # default: same as dropout (older cards have no attn_dropout)
+    off = GPTConfig.from_dict({**cfg.to_dict(), "attn_dropout": 0.0})
+    assert off.attn_p == 0.0 and off.dropout == 0.3
+    model = GPT(off.replace(dropout=0.0)).train()  # no residual dropout either: training is exact
+    ids = torch.randint(0, 50, (2, 16))
+    torch.testing.assert_close(model(ids, fused=True), model(ids), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attn_dropout"):
+        GPTConfig(attn_dropout=1.0)

@@ -15,6 +15,7 @@ import re
 import pytest
 
 from gptviz import ui
+from gptviz.checkpoints import BUNDLED, bundled_card
 from tests.apptest_utils import ROOT, assert_ok, decode, figures, open_page
 
 PROMPT = "The cat sat on the mat. The cat"
@@ -188,11 +189,12 @@ def test_a_100k_character_prompt_is_truncated_with_a_notice(page):
     at = open_page(page, prompt=text)
     assert_ok(at)
     notes = [w.value for w in at.sidebar.warning]
-    assert any("the model reads at most 256" in w and "show the first 256" in w for w in notes), notes
+    n_ctx = bundled_card(BUNDLED[0])["config"]["n_ctx"]  # the default model's context
+    assert any(f"the model reads at most {n_ctx}" in w and f"show the first {n_ctx}" in w for w in notes), notes
     assert figures(at) or page is None
     if page == "1_Tokenization.py":
         chips = figures(at)["chips"]
-        assert len(chips["data"][0]["text"]) == 256 and len(decode(chips["data"][1]["x"])) == 256  # texts, chips
+        assert len(chips["data"][0]["text"]) == n_ctx and len(decode(chips["data"][1]["x"])) == n_ctx  # texts, chips
         assert "first 5,000 characters" in figures(at)["cmp_gpt2"]["layout"]["title"]["text"]
 
 
