@@ -371,8 +371,12 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_step * done_here / (time.time() - t0):.0f}")
         if step % spec.eval_every == 0 or step == spec.steps:
             v, v_new = val_loss(), val_loss(val_new_ids)
-            entry = {"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(v, 4)}
-            entry["val_loss_new_cast"] = round(v_new, 4)
+            entry = {
+                "step": step,
+                "train_loss": round(loss.item(), 4),
+                "val_loss": round(v, 4),
+                "val_loss_new_cast": round(v_new, 4),
+            }
             if v < best_val:
                 best_val = v
                 best_state = {k: t.clone() for k, t in model.state_dict().items()}
@@ -460,14 +464,22 @@ RECIPES: dict[str, TrainSpec] = {
     ),
     # Post-LN trains poorly at the pre-LN learning rate (stuck near the unigram loss for
     # hundreds of steps in our first run), so the seed model warms up longer at a lower peak.
+    # Otherwise gpt2-style's recipe at the first recipes' size (4 layers, d=160).
     "seed": TrainSpec(
         name="seed",
         preset="seed",
         act="relu",
+        n_ctx=128,
+        batch=32,
+        dropout=0.1,
+        attn_dropout=0.0,
         lr=1e-3,
         warmup=300,
-        steps=2000,
+        steps=2400,
         rename_speakers=0.75,
+        name_smoothing=0.7,
         untagged_bpe=True,
+        ema=0.998,
+        eval_every=200,
     ),
 }
