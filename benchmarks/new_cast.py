@@ -27,10 +27,10 @@ import gptviz
 from gptviz.checkpoints import BUNDLED
 from gptviz.tokenizer import get_tokenizer
 from gptviz.train import (
-    SPEAKER_TAG,
     _name_chain,
     name_words,
     read_corpus,
+    recast,
     speaker_names,
     split_text,
     token_nll_per_token,
@@ -56,11 +56,7 @@ def other_play_cast(train_text: str, val_text: str) -> str:
     """The validation text with its cast (tags and title-case mentions) renamed to unseen names."""
     seen = (train_text + val_text).upper()
     pool = [n for n in OTHER_PLAYS if not re.search(rf"\b{n}\b", seen)]
-    mapping = dict(zip(speaker_names(val_text), pool, strict=False))
-    text = SPEAKER_TAG.sub(lambda m: mapping.get(m.group(1), m.group(1)) + ":", val_text)
-    titled = {old.title(): new.title() for old, new in mapping.items()}
-    mention = re.compile(r"\b(" + "|".join(sorted(map(re.escape, titled), key=len, reverse=True)) + r")\b")
-    return mention.sub(lambda m: titled[m.group(1)], text)
+    return recast(val_text, dict(zip(speaker_names(val_text), pool, strict=False)))
 
 
 def score(spec: str, text: str) -> dict[str, float]:

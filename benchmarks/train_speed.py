@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gptviz.model import GPT, Dropout
 from gptviz.tokenizer import Tokenizer, get_tokenizer
-from gptviz.train import RECIPES, TrainSpec, name_words, read_corpus, rename_speakers, speaker_names, split_text
+from gptviz.train import RECIPES, TrainSpec, read_corpus, rename_speakers, speaker_names, split_text
 
 BUDGET_MIN = 20.0
 
@@ -113,7 +113,7 @@ def overheads(spec: TrainSpec, model: GPT, tok: Tokenizer) -> float:
     """Seconds a full run spends outside the optimizer steps (timed here, projected)."""
     train_text, val_text, test_text = split_text(read_corpus())
     cast = speaker_names(train_text)
-    pool = name_words(cast) if spec.name_smoothing else cast
+    pool = spec.name_pool(cast)
     rng = random.Random(0)
     t0 = time.perf_counter()
     for _ in range(50):
