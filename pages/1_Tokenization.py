@@ -60,8 +60,15 @@ for col, (key, (name, view)) in zip(st.columns(2), views.items(), strict=True):
 st.subheader("Watch BPE build a word")
 words = list(dict.fromkeys(w for w in ctx.tokenizer.pre_tokens(t.text[:5000]) if w.strip()))[:200]
 if words:
+    # open on the prompt's most-merged word among its first ones: a name spelled letter by
+    # letter (ROMEO with our untagged tokenizers) would show "0 of 0 merges"
+    busiest = max(words[:40], key=lambda w: len(ctx.tokenizer.merge_steps(w)))
     word = ui.select(
-        "Word (a pre-token: BPE never merges across these)", words, "word", format_func=lambda w: figures.visible(w)
+        "Word (a pre-token: BPE never merges across these)",
+        words,
+        "word",
+        default=busiest,
+        format_func=lambda w: figures.visible(w),
     )
     steps = ctx.tokenizer.merge_steps(word)
     upto = ui.slider("Merges applied", 0, len(steps) - 1, "merge", len(steps) - 1) if len(steps) > 1 else 0

@@ -7,6 +7,7 @@ import pytest
 
 import gptviz
 from gptviz import figures as figures_mod
+from gptviz.tokenizer import get_tokenizer
 from tests.apptest_utils import assert_ok, decode, figures, open_page
 
 PROMPT = "The cat sat on the mat."
@@ -41,6 +42,19 @@ def test_tokenization_page_shows_the_real_tokens(model):
     assert table["id"].tolist() == trace.ids.tolist()
     cmp = figures(at)["cmp_gpt2"]
     assert [int(t.split("<sub>")[1].split("<")[0]) for t in cmp["data"][0]["text"]] == [15496, 11, 995, 0]
+
+
+def test_bpe_replay_opens_on_a_word_that_merges_and_the_link_keeps_the_choice(model):
+    prompt = "ROMEO:\nBut, soft! what light through yonder window breaks?"  # ROMEO: no merges here
+    at = open_page("1_Tokenization.py", prompt=prompt)
+    assert_ok(at)
+    tok = get_tokenizer(model.cfg.tokenizer)
+    word = at.selectbox(key="w_word").value
+    assert len(tok.merge_steps("ROMEO")) == 1 and len(tok.merge_steps(word)) > 2
+    assert "merges: " in figures(at)["merges"]["layout"]["title"]["text"]
+    at = open_page("1_Tokenization.py", prompt=prompt, word="ROMEO")
+    assert_ok(at)
+    assert at.selectbox(key="w_word").value == "ROMEO"
 
 
 def test_embeddings_heatmap_equals_the_trace_and_follows_the_prompt(model):
