@@ -455,7 +455,8 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
 # pattern: fused attention then runs ~3x faster on CPU, which buys a 5-layer d=192 model in
 # the budget; stored in float16 to keep the bundle under 30 MB. Weight decay 0.4 (was 0.1)
 # won 0.8% of validation bits per byte, a 2,048-token BPE (was 1,024) 0.3% more on the
-# validation text with a new cast (benchmarks/new_cast.py); 0.8 and input noise did worse.
+# validation text with a new cast (benchmarks/new_cast.py); decay 0.8, or 10% of the input
+# tokens replaced by unigram draws, validated worse.
 _GPT2_STYLE = TrainSpec(
     name="gpt2-style",
     preset="gpt2",
@@ -481,7 +482,8 @@ _GPT2_STYLE = TrainSpec(
 RECIPES: dict[str, TrainSpec] = {
     "gpt2-style": _GPT2_STYLE,
     # The same recipe at the first recipes' size (4 layers, d=160) and vocabulary (1,024: its
-    # separate output layer would add another 2 x 1,024 x 160 weights), no snapshots.
+    # embedding and separate output layer would add 2 x 1,024 x 160 weights to the bundle's
+    # 30 MB), no snapshots.
     # Post-LN trains poorly at the pre-LN learning rate (stuck near the unigram loss for
     # hundreds of steps in our first run), so the seed model warms up longer at a lower peak.
     "seed": dataclasses.replace(
