@@ -48,6 +48,44 @@ class HookPoint(nn.Module):
         return x
 
 
+# Short names, as TransformerLens's ``utils.get_act_name`` takes them, and where each hook sits
+# inside ``blocks.{layer}``. One table, so no module spells ``f"blocks.{i}.attn.hook_…"`` by hand.
+_IN_BLOCK = {
+    **{k: f"attn.hook_{k}" for k in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z")},
+    "scores": "attn.hook_attn_scores",
+    **{k: f"hook_{k}" for k in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")},
+    "pre": "mlp.hook_pre",
+    "pre_linear": "mlp.hook_pre_linear",
+    "post": "mlp.hook_post",
+    "mlp_pre": "mlp.hook_pre",
+    "mlp_post": "mlp.hook_post",
+}
+
+
+def hook_name(kind: str, layer: int | None = None, norm: str | None = None) -> str:
+    """The full hook name of a short one: ``hook_name("pattern", 0)`` is
+    ``"blocks.0.attn.hook_pattern"``, ``hook_name("scale", 2, "ln1")`` is
+    ``"blocks.2.ln1.hook_scale"``, ``hook_name("scale", norm="ln_final")`` is
+    ``"ln_final.hook_scale"`` and ``hook_name("embed")`` is ``"hook_embed"``. A full name is
+    returned as it is, so callers may pass either."""
+    if kind.startswith(("hook_", "blocks.", "ln_final.")):
+        return kind
+    if kind in ("scale", "normalized"):
+        if norm is None:
+            raise ValueError(f"hook_name({kind!r}) needs norm='ln1', 'ln2' or 'ln_final'")
+        return f"{norm}.hook_{kind}" if layer is None else f"blocks.{layer}.{norm}.hook_{kind}"
+    if layer is None:
+        return f"hook_{kind}"
+    if kind not in _IN_BLOCK:
+        raise ValueError(f"unknown hook kind {kind!r}; known: {sorted(_IN_BLOCK)}, 'scale', 'normalized'")
+    return f"blocks.{layer}.{_IN_BLOCK[kind]}"
+
+
+def block_name(layer: int, part: str | None = None) -> str:
+    """``blocks.{layer}`` (a module path), or ``blocks.{layer}.{part}`` (e.g. ``"ln2"``)."""
+    return f"blocks.{layer}" if part is None else f"blocks.{layer}.{part}"
+
+
 def name_hook_points(model: nn.Module) -> dict[str, HookPoint]:
     """Give every HookPoint its dotted module path as name; return them by name."""
     points = {}

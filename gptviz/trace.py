@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gptviz.config import GPTConfig
-from gptviz.hooks import hooks
+from gptviz.hooks import hook_name, hooks
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer, clean_text, get_tokenizer
 
@@ -79,7 +79,11 @@ class Trace:
     def __contains__(self, name: object) -> bool:
         return name in self.keys()
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str | tuple) -> np.ndarray:
+        """``trace[name]`` by full hook name, or ``trace["pattern", 0]`` / ``trace["scale", 1, "ln2"]``
+        by short name and layer, as TransformerLens's cache allows (see ``hooks.hook_name``)."""
+        if isinstance(name, tuple):
+            name = hook_name(*name)
         if name in self.store and not name.startswith("_"):
             return self.store[name]
         if name == "hook_logits" and "_logits_offset" in self.store:

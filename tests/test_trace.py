@@ -109,3 +109,23 @@ def test_run_on_token_ids(gpt2_tiny):
     np.testing.assert_array_equal(by_ids["hook_logits"], by_text["hook_logits"])
     with pytest.raises(ValueError, match="token ids"):
         gptviz.run(gpt2_tiny, token_ids=[50257])
+
+
+def test_hook_name_helper_and_tuple_keys(gpt2_tiny):
+    from gptviz.hooks import hook_name
+
+    assert hook_name("pattern", 0) == "blocks.0.attn.hook_pattern"
+    assert hook_name("resid_post", 1) == "blocks.1.hook_resid_post"
+    assert hook_name("post", 1) == "blocks.1.mlp.hook_post"
+    assert hook_name("scale", 1, "ln2") == "blocks.1.ln2.hook_scale"
+    assert hook_name("scale", norm="ln_final") == "ln_final.hook_scale"
+    assert hook_name("embed") == "hook_embed"
+    assert hook_name("blocks.0.hook_resid_pre") == "blocks.0.hook_resid_pre"
+    with pytest.raises(ValueError):
+        hook_name("nonsense", 0)
+    t = gptviz.run(gpt2_tiny, "Hello there")
+    names = set(gpt2_tiny.hook_names())
+    for kind in ("q", "k", "v", "pattern", "z", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+        assert hook_name(kind, 0) in names
+    np.testing.assert_array_equal(t["pattern", 1], t["blocks.1.attn.hook_pattern"])
+    np.testing.assert_array_equal(t["attn_scores", 0], t["blocks.0.attn.hook_attn_scores"])
