@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import ui
+from gptviz import site, ui
 
 st.set_page_config(page_title="gptviz · see inside a GPT", page_icon="🔎", layout="wide")
 ctx = ui.sidebar()
@@ -19,26 +19,17 @@ st.info(
     "left to right below. Every view has its own link: copy the URL to share exactly what you see."
 )
 
-st.subheader("The pipeline")
-stages = [
-    ("pages/1_Tokenization.py", "1 · Tokenization", "text → token ids (BPE)"),
-    ("pages/2_Embeddings.py", "2 · Embeddings", "ids → vectors"),
-    ("pages/3_Positional_encoding.py", "3 · Positional encoding", "vectors → vectors that know their position"),
-    ("pages/4_Attention.py", "4a · Self-attention", "each token looks back at earlier ones"),
-    ("pages/5_Feed-forward_and_residual.py", "4b · Feed-forward & residual", "each token is processed on its own"),
-    ("pages/6_Output.py", "5 · Output", "scores → the next token"),
-]
+st.subheader(site.PIPELINE)
+stages = site.section(site.PIPELINE)
 for row in (stages[:3], stages[3:]):  # two rows of three: each label fits on one line
-    for col, (path, label, what) in zip(st.columns(3), row, strict=True):
+    for col, p in zip(st.columns(3), row, strict=True):
         with col:
-            st.page_link(path, label=f"**{label}**", width="stretch")
-            st.caption(what)
+            st.page_link(p.path, label=f"**{p.title}**", icon=p.icon, width="stretch")
+            st.caption(p.blurb)
 
 st.subheader("For the classroom")
-c = st.columns(3)
-c[0].page_link("pages/7_Lesson.py", label="**Guided lesson**: predict, then reveal", width="stretch")
-c[1].page_link("pages/8_Side_by_side.py", label="**Side by side**: two models, one prompt", width="stretch")
-c[2].page_link("pages/9_Training_timeline.py", label="**Training timeline**: from random to trained", width="stretch")
+for col, p in zip(st.columns(3), site.section(site.CLASSROOM), strict=True):
+    col.page_link(p.path, label=f"**{p.title}**: {p.blurb}", icon=p.icon, width="stretch")
 
 if ctx is not None:
     cfg, card = ctx.cfg, getattr(ctx.model, "card", {}) or {}

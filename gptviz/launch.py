@@ -40,6 +40,11 @@ def run_app(extra: list[str] | None = None) -> int:
     """Become ``streamlit run`` (POSIX: exec, so signals such as Ctrl+C or a service manager's
     SIGTERM reach Streamlit itself and no orphan is left); elsewhere run it as a child."""
     cmd = streamlit_command(extra)
+    # The app's .streamlit/config.toml is read from the working folder, which an installed
+    # `gptviz app` does not control: its settings come in as Streamlit's environment variables
+    # (setdefault: a variable already set wins, and so do command-line flags). Our sidebar draws the grouped page list.
+    os.environ.setdefault("STREAMLIT_CLIENT_SHOW_SIDEBAR_NAVIGATION", "false")
+    os.environ.setdefault("STREAMLIT_CLIENT_TOOLBAR_MODE", "viewer")
     if os.name == "posix":
         sys.stdout.flush()
         sys.stderr.flush()

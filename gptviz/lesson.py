@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from gptviz import figures
+from gptviz import figures, site
 from gptviz.analysis import generation as gen
 from gptviz.analysis.attention import head_stats, previous_token_score
 from gptviz.analysis.embeddings import position_similarity, positional_table
@@ -28,16 +28,17 @@ from gptviz.figures._base import visible
 from gptviz.model import GPT
 from gptviz.trace import Trace
 
-STAGES = {
-    "tokens": ("1 · Tokenization", "pages/1_Tokenization.py"),
-    "embeddings": ("2 · Embeddings", "pages/2_Embeddings.py"),
-    "positions": ("3 · Positional encoding", "pages/3_Positional_encoding.py"),
-    "attention": ("4a · Self-attention", "pages/4_Attention.py"),
-    "heads": ("4a · Self-attention", "pages/4_Attention.py"),
-    "residual": ("4b · Feed-forward & residual", "pages/5_Feed-forward_and_residual.py"),
-    "output": ("5 · Output", "pages/6_Output.py"),
-    "temperature": ("5 · Output", "pages/6_Output.py"),
+_STAGE_PAGES = {
+    "tokens": "pages/1_Tokenization.py",
+    "embeddings": "pages/2_Embeddings.py",
+    "positions": "pages/3_Positional_encoding.py",
+    "attention": "pages/4_Attention.py",
+    "heads": "pages/4_Attention.py",
+    "residual": "pages/5_Feed-forward_and_residual.py",
+    "output": "pages/6_Output.py",
+    "temperature": "pages/6_Output.py",
 }
+STAGES = {stage: (site.page(path).title, path) for stage, path in _STAGE_PAGES.items()}  # the titles: gptviz.site
 QUIZZES = ("tokens", "attention", "next")
 TEMPERATURES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 3.0, 5.0]
 
@@ -389,7 +390,7 @@ def teaser(step: Step, trace: Trace, projector: bool = False) -> go.Figure:
         ids, raw = [ord(ch) for ch in chars], [ch.encode() for ch in chars]
         return figures.token_chips(list(chars), ids, raw, title, projector=projector)
     title = f"The {t.n_tokens} tokens (hover a chip for its position)"
-    return figures.token_chips(t.tokens, t.ids.tolist(), t.token_bytes, title=title, projector=projector)
+    return figures.trace_chips(t, title=title, projector=projector)
 
 
 def step_view(
@@ -407,7 +408,7 @@ def step_view(
     if step.stage == "tokens":
         table = figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes)
         title = f"{t.n_tokens} tokens"
-        return StepView(figures.token_chips(t.tokens, t.ids.tolist(), t.token_bytes, title=title, projector=P), table)
+        return StepView(figures.trace_chips(t, title=title, projector=P), table)
     if step.stage == "embeddings":
         return StepView(figures.embedding_heatmap(t, projector=P))
     if step.stage == "positions" and step.variant == "similarity":
@@ -429,10 +430,10 @@ def step_view(
     top = gen.top_ids(probs, 10)
     names = [name_of(int(j)) for j in top]
     if step.stage == "output":
-        return StepView(figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], P))
+        return StepView(figures.next_token_chart(t, name_of, projector=P))
     shaped = gen.reshape(logits, temperature)
     fig = figures.reshaped_distribution(
-        names, probs[top], shaped.probs[top], shaped.kept[top], f"temperature {temperature}", P
+        names, probs[top], shaped.probs[top], shaped.kept[top], f"temperature {temperature}", projector=P
     )
     caption = (
         f"At temperature {temperature} the top token gets {shaped.probs[top[0]]:.1%} (the model: {probs[top[0]]:.1%})."

@@ -23,9 +23,7 @@ c[1].metric("bytes (UTF-8)", len(t.text.encode("utf-8")))
 c[2].metric("tokens", t.n_input_tokens)
 c[3].metric("bytes per token", f"{len(t.text.encode('utf-8')) / max(1, t.n_input_tokens):.2f}")
 ui.chart(
-    figures.token_chips(
-        t.tokens, t.ids.tolist(), t.token_bytes, title=f"{ctx.cfg.tokenizer} tokens", projector=ctx.projector
-    ),
+    figures.trace_chips(t, title=f"{ctx.cfg.tokenizer} tokens", projector=ctx.projector),
     "chips",
     alt="The prompt split into tokens",
     table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes),
@@ -46,9 +44,7 @@ views = {
 
 def chips(name: str, view, height: int | None = None):
     title = f"{name}: {len(view.ids)} tokens" + (" (first 5,000 characters)" if len(t.text) > 5000 else "")
-    return figures.token_chips(
-        view.tokens, view.ids, view.token_bytes, title=title, row_width=30, projector=ctx.projector, height=height
-    )
+    return figures.trace_chips(view, title=title, row_width=30, projector=ctx.projector, height=height)
 
 
 drawn = {key: chips(name, view) for key, (name, view) in views.items()}

@@ -4,8 +4,7 @@ import numpy as np
 import streamlit as st
 
 from gptviz import ui
-from gptviz.analysis.ablation import Ablation, parse_components
-from gptviz.analysis.attention import STAT_HELP, compare_next_token, head_stats, induction_scores
+from gptviz.analysis.attention import STAT_HELP, head_stats, induction_scores
 from gptviz.figures import attention as fa
 
 ctx = ui.page(
@@ -29,8 +28,7 @@ def open_clicked_head() -> None:
     cell = fa.grid_cell(points[0], cfg.n_head) if points else None
     if cell:
         for key, value in zip(("attn_layer", "attn_head"), cell, strict=True):
-            ui.keep(key, value)
-            st.session_state[f"w_{key}"] = value
+            ui.set_choice(key, value)
 
 
 c1, c2 = st.columns(2)
@@ -88,21 +86,12 @@ st.markdown(
     "Switch heads off and see what the model predicts without them: **zero** replaces a head's output by 0, "
     "**mean** by its average over the prompt (keeps the average, drops what depends on the token)."
 )
-ab = ui.ablation(ctx)
-options = [f"{a}.{b}" for a in range(cfg.n_layer) for b in range(cfg.n_head)]
-st.session_state.setdefault("w_attn_ablate", [f"{a}.{b}" for a, b in ab.heads])
-st.session_state["w_attn_ablate"] = [h for h in st.session_state["w_attn_ablate"] if h in options]
-st.session_state.setdefault("w_attn_ablate_mode", ab.mode)
-chosen = st.multiselect("Heads to ablate (layer.head)", options, key="w_attn_ablate")
-mode = st.radio("Replace each head's output by", ["zero", "mean"], key="w_attn_ablate_mode", horizontal=True)
-ab = Ablation(parse_components(chosen), ab.neurons, mode)
-ui.set_ablation(ab)
-if ab:
-    after = ui.ablated_trace(ctx, ab)
-    cmp = compare_next_token(t.probs(), after.probs(), k=8)
-    words = [ctx.tokenizer.token_str(int(i)) for i in cmp["ids"]]
-    ui.chart(fa.next_token_bars(words, cmp["before"], cmp["after"], cmp["kl"], projector=pj), "attn_ablation_next")
-    st.metric("KL divergence (before ‖ after)", f"{cmp['kl']:.4f} nats", help="0 means the prediction did not change")
+heads = [f"{a}.{b}" for a in range(cfg.n_layer) for b in range(cfg.n_head)]
+ab = ui.ablation_picker(ctx, "heads", heads, "Heads to ablate (layer.head)", "Replace each head's output by")
+after = ui.ablation_result(
+    ctx, ab, "attn_ablation_next", k=8, note=" (neurons come from the feed-forward page)" * bool(ab.neurons)
+)
+if after is not None:
     title = f"Layer {layer}, head {head} after the ablation ({ab.describe()})"
     ui.chart(
         fa.attention_pattern(after, layer, head, projector=pj, title=title),

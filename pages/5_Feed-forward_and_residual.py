@@ -4,10 +4,9 @@ import numpy as np
 import streamlit as st
 
 from gptviz import ui
-from gptviz.analysis.ablation import Ablation, compare_next_token, parse_components
 from gptviz.analysis.lens import direct_logit_attribution, layernorm_names, layernorm_view, logit_lens
 from gptviz.figures import residual as fig
-from gptviz.figures.attention import next_token_bars
+from gptviz.hooks import block_name
 
 ctx = ui.page(
     "4b · Feed-forward & residual stream",
@@ -24,7 +23,7 @@ st.caption(f"This model: **{cfg.norm}-LN**, activation **{act}**, {cfg.d_mlp:,} 
 
 st.subheader("Which neurons fire?")
 layer = ui.slider("Layer", 0, cfg.n_layer - 1, "ff_layer", 0)
-acts = t[f"blocks.{layer}.mlp.hook_post"]
+acts = t["post", layer]
 top_n = ui.slider("Neurons shown (the most active ones)", 1, min(cfg.d_mlp, 256), "ff_top", min(cfg.d_mlp, 64))
 ui.chart(
     fig.mlp_activation_heatmap(acts, t.tokens, layer, top_n, projector=P),
@@ -48,7 +47,7 @@ ui.chart(fig.sublayer_norms(t, projector=P), "ff_sublayer")
 
 st.subheader("LayerNorm, step by step")
 names = layernorm_names(cfg)
-ln = ui.select("LayerNorm", names, "ff_ln", default=f"blocks.{layer}.ln2")
+ln = ui.select("LayerNorm", names, "ff_ln", default=block_name(layer, "ln2"))
 view = layernorm_view(ctx.model, t, ln, pos)
 st.markdown(
     f"**{ln}**: {view.role}. LayerNorm subtracts the vector's mean, divides by its standard deviation, then "
@@ -94,30 +93,9 @@ st.markdown(
     "position, **mean** by its average over the prompt. A big change (high KL divergence) means the model "
     "relied on them. Tip: try the most active neurons from the bar chart above."
 )
-ab = ui.ablation(ctx)
-
-
-def _apply(heads: tuple) -> None:
-    picked = parse_components(st.session_state["ff_ablate_pick"])
-    ui.set_ablation(Ablation(heads, picked, st.session_state["ff_ablate_mode"]))
-
-
-current = [f"{a}.{b}" for a, b in sorted(ab.neurons)]
-options = sorted({*current, *(f"{layer}.{n}" for n in range(cfg.d_mlp))}, key=lambda s: parse_components([s])[0])
-st.session_state["ff_ablate_pick"] = current
-st.session_state["ff_ablate_mode"] = ab.mode
-c1, c2 = st.columns([3, 1])
-c1.multiselect("Neurons to ablate (layer.neuron)", options, key="ff_ablate_pick", on_change=_apply, args=(ab.heads,))
-c2.radio("Replace by", ["zero", "mean"], key="ff_ablate_mode", on_change=_apply, args=(ab.heads,), horizontal=True)
-if ab:  # the comparison only means something once something is switched off
-    cmp = compare_next_token(t.probs(), ui.ablated_trace(ctx, ab).probs(), k=10)
-    st.metric("KL divergence, before ‖ after (last position)", f"{cmp['kl']:.4f} nats")
-    st.caption(ab.describe() + (" (heads come from the attention page)" if ab.heads else ""))
-    words = [tok_str(int(i)) for i in cmp["ids"]]
-    bars = next_token_bars(words, cmp["before"], cmp["after"], cmp["kl"], ids=cmp["ids"], projector=P)
-    ui.chart(bars, "ff_ablation")
-else:
-    st.info("Nothing is switched off: pick neurons above to compare the prediction before and after.")
+neurons = [f"{layer}.{n}" for n in range(cfg.d_mlp)]  # this layer's, plus any already off elsewhere
+ab = ui.ablation_picker(ctx, "neurons", neurons, "Neurons to ablate (layer.neuron)", "Replace by")
+ui.ablation_result(ctx, ab, "ff_ablation", k=10, note=" (heads come from the attention page)" * bool(ab.heads))
 
 ui.seed_note(
     "feed_forward_output = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, "

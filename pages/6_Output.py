@@ -12,8 +12,7 @@ TOP_PS = [round(0.05 * i, 2) for i in range(1, 21)]
 
 def use_as_prompt(text: str) -> None:
     """Button callback (runs before the sidebar exists, so it may set the prompt box)."""
-    st.session_state["w_prompt"] = text
-    ui.keep("prompt", text)
+    ui.set_choice("prompt", text)
     ui.keep("out_generated", [])
 
 
@@ -31,10 +30,10 @@ if ui.toggle("Look at the prediction after an earlier token", "out_pick"):
     pos = ui.slider("Predict the token after position", 0, t.n_tokens - 1, "out_pos", t.n_tokens - 1)
 n_show = ui.slider("Tokens shown", 5, 40, "out_n", 15)
 logits, probs = t.logits(pos), t.probs(pos)
-top = gen.top_ids(probs, n_show)
+top = gen.top_ids(probs, n_show)  # the same tokens as the chart below, reshaped further down
 names = [tok.token_str(int(i)) for i in top]
 ui.chart(
-    figs.next_token_distribution(names, probs[top], logits[top], top, t.tokens[pos], proj),
+    figs.next_token_chart(t, tok.token_str, k=n_show, pos=pos, projector=proj),
     "out_probs",
     caption=f"Out of {V:,} possible tokens. Hover a bar for its logit: a gap of 1 in logits is a factor e ≈ 2.7.",
 )
@@ -56,7 +55,7 @@ top_k = ui.slider("Top-k (0 = off)", 0, 100, "out_top_k", 0, where=c[1])
 top_p = ui.select_slider("Top-p (1 = off)", TOP_PS, "out_top_p", 1.0, where=c[2])
 shaped = gen.reshape(logits, temp, top_k, top_p)
 settings = f"temperature {temp}, top-k {top_k or 'off'}, top-p {top_p}"
-reshaped = figs.reshaped_distribution(names, probs[top], shaped.probs[top], shaped.kept[top], settings, proj)
+reshaped = figs.reshaped_distribution(names, probs[top], shaped.probs[top], shaped.kept[top], settings, projector=proj)
 ui.chart(
     reshaped,
     "out_reshaped",
@@ -99,7 +98,7 @@ if generated:
     st.code(continuation, language=None, wrap_lines=True)
     steps = gen.continuation_steps(ctx.model, tok, prompt_ids, generated)
     ui.chart(
-        figs.generation_timeline([s.rows() for s in steps], proj),
+        figs.generation_timeline([s.rows() for s in steps], projector=proj),
         "out_timeline",
         caption="Each column is one step: the model's five favourites (its own odds, temperature 1) and the pick.",
     )
@@ -111,7 +110,7 @@ n_draws = ui.slider("Number of draws", 1, 5000, "out_draws", 200)
 shown, counts, other_p, other_n = gen.draw_summary(shaped.probs, n_draws, gen.rng_for(seed, n_draws, 1), n_show)
 shown_names = [tok.token_str(int(i)) for i in shown]
 ui.chart(
-    figs.sampling_histogram(shown_names, shaped.probs[shown], counts, other_p, other_n, proj),
+    figs.sampling_histogram(shown_names, shaped.probs[shown], counts, other_p, other_n, projector=proj),
     "out_samples",
     caption="With few draws the shares wobble around the probabilities; with thousands they settle on them.",
 )

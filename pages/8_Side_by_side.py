@@ -3,7 +3,6 @@
 import streamlit as st
 
 from gptviz import figures, ui
-from gptviz.analysis import generation as gen
 from gptviz.checkpoints import CheckpointError, bundled_snapshots
 from gptviz.figures import attention as fa
 from gptviz.tokenizer import get_tokenizer
@@ -55,7 +54,7 @@ def tokens(i, spec, model, t) -> None:
     cfg = model.cfg
     st.markdown(f"**{spec}**: {model.num_params():,} parameters, {cfg.n_layer} layers × {cfg.n_head} heads")
     title = f"{cfg.tokenizer}: {t.n_input_tokens} tokens"
-    fig = figures.token_chips(t.tokens, t.ids.tolist(), t.token_bytes, title=title, row_width=30, projector=P)
+    fig = figures.trace_chips(t, title=title, row_width=30, projector=P)
     ui.chart(fig, f"sbs_tokens_{i}", table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes))
 
 
@@ -75,10 +74,7 @@ st.subheader("Next-token predictions")
 
 
 def prediction(i, spec, model, t) -> None:
-    probs, logits = t.probs(), t.logits()
-    top = gen.top_ids(probs, 10)
-    names = [get_tokenizer(model.cfg.tokenizer).token_str(int(j)) for j in top]
-    fig = figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], P)
+    fig = figures.next_token_chart(t, get_tokenizer(model.cfg.tokenizer).token_str, projector=P)
     ui.chart(fig.update_layout(title={"text": f"{spec}: after {figures.label(t.tokens[-1])}"}), f"sbs_next_{i}")
 
 

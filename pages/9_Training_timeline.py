@@ -76,7 +76,7 @@ st.subheader("Predictions at this step")
 probs, logits = t.probs(), t.logits()
 top = gen.top_ids(probs, 10)
 names = [tok.token_str(int(i)) for i in top]
-ui.chart(figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], P), "tl_next")
+ui.chart(figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], projector=P), "tl_next")
 names = [tok.token_str(i) for i in ids]
 summary = pd.DataFrame({"step": steps, "loss on the prompt": losses, "favourite next token": favourites})
 for j, name in enumerate(names):

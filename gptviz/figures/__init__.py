@@ -5,13 +5,14 @@ Every chart the app shows is made here, so a notebook gets the same figure as th
 ``projector=True`` for large type and high-contrast scales.
 """
 
-from gptviz.figures._base import esc, heatmap, label, style, visible
+from gptviz.figures._base import Bars, esc, grouped_bars, heatmap, label, style, visible
 from gptviz.figures.attention import (
     attention_from_token,
     attention_grid,
     attention_pattern,
     attention_steps,
     next_token_bars,
+    next_token_bars_for,
     pattern_heatmap,
 )
 from gptviz.figures.embeddings import (
@@ -26,6 +27,7 @@ from gptviz.figures.embeddings import (
 )
 from gptviz.figures.output import (
     generation_timeline,
+    next_token_chart,
     next_token_distribution,
     reshaped_distribution,
     sampling_histogram,
@@ -39,7 +41,7 @@ from gptviz.figures.residual import (
     sublayer_norms,
     top_neurons_bar,
 )
-from gptviz.figures.tokens import bpe_merges, token_chips, token_table
+from gptviz.figures.tokens import bpe_merges, token_chips, token_table, trace_chips
 
 __all__ = [
     "layernorm_figure",
@@ -62,7 +64,11 @@ __all__ = [
     "heatmap",
     "label",
     "nearest_tokens_bar",
+    "Bars",
+    "grouped_bars",
     "next_token_bars",
+    "next_token_bars_for",
+    "next_token_chart",
     "next_token_distribution",
     "pattern_heatmap",
     "position_similarity_heatmap",
@@ -73,6 +79,7 @@ __all__ = [
     "style",
     "token_chips",
     "token_table",
+    "trace_chips",
     "vector_norms",
     "visible",
 ]

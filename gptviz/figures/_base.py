@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -87,7 +89,7 @@ _AXIS = {  # plotly_white's axes
 }
 
 
-def _template(projector: bool) -> go.layout.Template:
+def _template(*, projector: bool) -> go.layout.Template:
     """Our look as a Plotly template: plotly_white's backgrounds and axes, our type sizes.
 
     Why a template of our own: assigning plotly_white (colour scales for every trace type, 3D
@@ -117,11 +119,11 @@ def _template(projector: bool) -> go.layout.Template:
     )
 
 
-pio.templates["gptviz"] = _template(False)
-pio.templates["gptviz_projector"] = _template(True)
+pio.templates["gptviz"] = _template(projector=False)
+pio.templates["gptviz_projector"] = _template(projector=True)
 
 
-def style(fig: go.Figure, projector: bool = False, height: int | None = None) -> go.Figure:
+def style(fig: go.Figure, *, projector: bool = False, height: int | None = None) -> go.Figure:
     """One look for every chart (the ``gptviz`` template); projector mode: large type, high-contrast scales."""
     fig.update_layout(template="gptviz_projector" if projector else "gptviz")
     if projector:
@@ -187,4 +189,28 @@ def heatmap(
         fig.update_yaxes(**token_axis(y_tokens, y_title or "token", reverse=True, categories=y))
     else:
         fig.update_yaxes(title={"text": y_title}, autorange="reversed")
-    return style(fig, projector, height)
+    return style(fig, projector=projector, height=height)
+
+
+@dataclass(frozen=True)
+class Bars:
+    """One series of a grouped bar chart: its legend name, values, colour and hover line."""
+
+    name: str
+    values: Any
+    color: str
+    hover: str  # what the hover says after the bar's name, e.g. "before %{y:.2%}"
+    customdata: Any = None  # default: the bar names; with it, ``hover`` is the whole template
+
+
+def grouped_bars(series: Sequence[Bars], names: Sequence[str], *, horizontal: bool = False) -> go.Figure:
+    """Bars of several series side by side at positions 0..n-1 (the callers label the axis):
+    before/after an ablation, model/sampling probabilities, embedding/position norms."""
+    at = list(range(len(names)))
+    bars = []
+    for b in series:
+        custom = names if b.customdata is None else b.customdata
+        hover = ("%{customdata}<br>" + b.hover if b.customdata is None else b.hover) + "<extra></extra>"
+        where = {"x": b.values, "y": at, "orientation": "h"} if horizontal else {"x": at, "y": b.values}
+        bars.append(go.Bar(**where, name=b.name, marker_color=b.color, customdata=custom, hovertemplate=hover))
+    return go.Figure(bars)

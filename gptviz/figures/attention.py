@@ -6,16 +6,19 @@ looked at) as the column. The causal mask is visible: the future (key after quer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
+from gptviz.analysis.ablation import compare_next_token
 from gptviz.analysis.attention import causal_masked, max_pool
 from gptviz.figures._base import (
     QUALITATIVE,
     SEQUENTIAL,
     SEQUENTIAL_PROJECTOR,
+    Bars,
+    grouped_bars,
     heatmap,
     label,
     style,
@@ -29,7 +32,7 @@ MASK_GREY = "#d0d0d0"
 
 
 def pattern_heatmap(
-    pattern: np.ndarray, tokens: Sequence[str], title: str = "", projector: bool = False, height: int | None = None
+    pattern: np.ndarray, tokens: Sequence[str], title: str = "", *, projector: bool = False, height: int | None = None
 ) -> go.Figure:
     """A ``[T, T]`` attention pattern: queries down, keys across, the masked future grey."""
     z = causal_masked(pattern)
@@ -53,7 +56,7 @@ def pattern_heatmap(
     fig.update_layout(title={"text": title}, plot_bgcolor=MASK_GREY, height=height or _square(T))
     fig.update_xaxes(showgrid=False, zeroline=False)  # a zero line would cross the grey mask at query 0
     fig.update_yaxes(showgrid=False, zeroline=False)
-    style(fig, projector)
+    style(fig, projector=projector)
     return fig.update_traces(colorbar_title_text="weight")  # style() resets the colour bar in projector mode
 
 
@@ -62,7 +65,7 @@ def _square(T: int) -> int:
 
 
 def attention_pattern(
-    trace: Trace, layer: int, head: int, projector: bool = False, title: str | None = None
+    trace: Trace, layer: int, head: int, *, projector: bool = False, title: str | None = None
 ) -> go.Figure:
     """Attention pattern of head ``head`` in layer ``layer``: who looks at whom, row = query."""
     _check(trace, layer, head)
@@ -70,7 +73,7 @@ def attention_pattern(
         trace.pattern(layer, head),
         trace.tokens,
         title or f"Layer {layer}, head {head}: where each token looks",
-        projector,
+        projector=projector,
     )
 
 
@@ -81,7 +84,7 @@ def _check(trace: Trace, layer: int, head: int) -> None:
 
 
 def attention_grid(
-    trace: Trace, selected: tuple[int, int] | None = None, size: int = 32, projector: bool = False
+    trace: Trace, selected: tuple[int, int] | None = None, size: int = 32, *, projector: bool = False
 ) -> go.Figure:
     """Every head at once (BertViz's model view): layers down, heads across, each pattern
     max-pooled to at most ``size × size``. Each cell has a small dot in its empty (masked)
@@ -94,7 +97,7 @@ def attention_grid(
     dot = {"size": 9, "color": QUALITATIVE[1], "line": {"width": 1, "color": "#333333"}}
     font = {"size": 16 if projector else 12}
     for layer in range(L):
-        pooled, s = max_pool(trace[f"blocks.{layer}.attn.hook_pattern"], size)
+        pooled, s = max_pool(trace["pattern", layer], size)
         centres = np.arange(pooled.shape[-1]) * s + (s - 1) / 2
         where = "query %{y:.0f}, key %{x:.0f}" if s == 1 else f"queries ≈ %{{y:.0f}}, keys ≈ %{{x:.0f}} (±{s // 2})"
         for h in range(H):
@@ -165,7 +168,7 @@ def attention_grid(
         )
     # Plotly validates every property it is given, which at 144 subplots (GPT-2) costs more than
     # the drawing: style an empty figure, then build once from plain dicts without validation.
-    layout = style(go.Figure(), projector).layout.to_plotly_json()
+    layout = style(go.Figure(), projector=projector).layout.to_plotly_json()
     layout.update(
         axes,
         title={"text": f"All {L * H} heads ({L} layers × {H} heads): click a dot to open that head"},
@@ -195,15 +198,15 @@ def grid_cell(point: dict, n_head: int) -> tuple[int, int] | None:
 
 
 def _head(trace: Trace, name: str, layer: int, head: int, n: int) -> np.ndarray:
-    return np.asarray(trace[f"blocks.{layer}.attn.{name}"][:n, head, :], dtype=np.float32)
+    return np.asarray(trace[name, layer][:n, head, :], dtype=np.float32)
 
 
-def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
+def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector: bool = False) -> go.Figure:
     """Step 1: the head's query, key and value vectors for the first ``n`` tokens."""
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
     tokens = trace.tokens[:n]
-    mats = [_head(trace, f"hook_{x}", layer, head, n) for x in "qkv"]
+    mats = [_head(trace, x, layer, head, n) for x in "qkv"]
     lim = float(max(np.abs(m).max() for m in mats)) or 1.0
     names = ["Q: what am I looking for?", "K: what do I contain?", "V: what do I pass on?"]
     cats = token_categories(tokens)
@@ -247,26 +250,26 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, projector: bo
             "height": _step_height(n),
         },
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def _step_height(n: int) -> int:
     return int(min(700, max(320, 140 + 20 * n)))
 
 
-def _two_line_title(fig: go.Figure, projector: bool) -> go.Figure:
+def _two_line_title(fig: go.Figure, *, projector: bool) -> go.Figure:
     """Room for a title of two lines (steps 2–5 are drawn in half-width columns)."""
     return fig.update_layout(margin_t=110 if projector else 90)
 
 
 def scores_heatmap(
-    trace: Trace, layer: int, head: int, n: int = 24, masked: bool = False, projector: bool = False
+    trace: Trace, layer: int, head: int, n: int = 24, masked: bool = False, *, projector: bool = False
 ) -> go.Figure:
     """Step 2 (``masked=False``): Q·Kᵀ/√d for every pair; step 3 (``masked=True``): the same with
     the future blanked out (it becomes −∞ before the softmax, so its weight is exactly 0)."""
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
-    s = np.asarray(trace[f"blocks.{layer}.attn.hook_attn_scores"][head, :n, :n], dtype=np.float32)
+    s = np.asarray(trace["scores", layer][head, :n, :n], dtype=np.float32)
     d = trace.config.d_head
     if masked:
         s = causal_masked(s)
@@ -289,10 +292,10 @@ def scores_heatmap(
     fig.update_layout(plot_bgcolor=MASK_GREY)
     fig.update_xaxes(showgrid=False, zeroline=False)
     fig.update_yaxes(showgrid=False, zeroline=False)
-    return _two_line_title(fig, projector)
+    return _two_line_title(fig, projector=projector)
 
 
-def softmax_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
+def softmax_heatmap(trace: Trace, layer: int, head: int, n: int = 24, *, projector: bool = False) -> go.Figure:
     """Step 4: softmax of each row of the masked scores: the weights, each row sums to 1."""
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
@@ -300,17 +303,17 @@ def softmax_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector:
         trace.pattern(layer, head)[:n, :n],
         trace.tokens[:n],
         "Step 4 · softmax of each row<br>attention weights (each row sums to 1)",
-        projector,
+        projector=projector,
         height=_step_height(n),
     )
-    return _two_line_title(fig, projector)
+    return _two_line_title(fig, projector=projector)
 
 
-def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> go.Figure:
+def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, *, projector: bool = False) -> go.Figure:
     """Step 5: the head's output z = weights @ V, one vector per token (``hook_z``)."""
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
-    z = _head(trace, "hook_z", layer, head, n)
+    z = _head(trace, "z", layer, head, n)
     fig = heatmap(
         z,
         y_tokens=trace.tokens[:n],
@@ -322,7 +325,7 @@ def weighted_sum_heatmap(trace: Trace, layer: int, head: int, n: int = 24, proje
         height=_step_height(n),
         hovertemplate="output of token %{y}<br>dimension %{x}<br>value %{z:.4f}<extra></extra>",
     )
-    return _two_line_title(fig, projector)
+    return _two_line_title(fig, projector=projector)
 
 
 STEP_NOTES = (
@@ -334,23 +337,23 @@ STEP_NOTES = (
 )
 
 
-def attention_steps(trace: Trace, layer: int, head: int, n: int = 24, projector: bool = False) -> list[go.Figure]:
+def attention_steps(trace: Trace, layer: int, head: int, n: int = 24, *, projector: bool = False) -> list[go.Figure]:
     """The five steps of one head, in order (Q/K/V, scores, mask, softmax, weighted sum)."""
     return [
-        qkv_heatmaps(trace, layer, head, n, projector),
-        scores_heatmap(trace, layer, head, n, False, projector),
-        scores_heatmap(trace, layer, head, n, True, projector),
-        softmax_heatmap(trace, layer, head, n, projector),
-        weighted_sum_heatmap(trace, layer, head, n, projector),
+        qkv_heatmaps(trace, layer, head, n, projector=projector),
+        scores_heatmap(trace, layer, head, n, False, projector=projector),
+        scores_heatmap(trace, layer, head, n, True, projector=projector),
+        softmax_heatmap(trace, layer, head, n, projector=projector),
+        weighted_sum_heatmap(trace, layer, head, n, projector=projector),
     ]
 
 
-def attention_from_token(trace: Trace, layer: int, query: int, projector: bool = False) -> go.Figure:
+def attention_from_token(trace: Trace, layer: int, query: int, *, projector: bool = False) -> go.Figure:
     """For the token at ``query``: its attention weights over the keys 0..query, one bar per head."""
     H = trace.config.n_head
     if not (0 <= layer < trace.config.n_layer and 0 <= query < trace.n_tokens):
         raise IndexError(f"layer {layer} / position {query} is outside this trace")
-    w = np.asarray(trace[f"blocks.{layer}.attn.hook_pattern"][:, query, : query + 1], dtype=np.float32)  # [H, q+1]
+    w = np.asarray(trace["pattern", layer][:, query, : query + 1], dtype=np.float32)  # [H, q+1]
     keys = list(range(query + 1))
     names = token_labels(trace.tokens[: query + 1])
     fig = go.Figure()
@@ -372,7 +375,7 @@ def attention_from_token(trace: Trace, layer: int, query: int, projector: bool =
         legend={"title": {"text": "head"}},
     )
     fig.update_xaxes(**token_axis(trace.tokens[: query + 1], "key (earlier token)"))
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def next_token_bars(
@@ -381,6 +384,7 @@ def next_token_bars(
     after: np.ndarray,
     kl: float,
     what: str = "after ablation",
+    *,
     projector: bool = False,
     ids: Sequence[int] | None = None,
 ) -> go.Figure:
@@ -391,25 +395,12 @@ def next_token_bars(
     if ids is not None:
         names = [f"{n} ({int(i)})" for n, i in zip(names, ids, strict=True)]
     x = list(range(len(names)))
-    fig = go.Figure(
+    fig = grouped_bars(
         [
-            go.Bar(
-                x=x,
-                y=np.asarray(before, dtype=np.float32),
-                name="before",
-                marker_color=QUALITATIVE[0],
-                customdata=names,
-                hovertemplate="%{customdata}<br>before %{y:.2%}<extra></extra>",
-            ),
-            go.Bar(
-                x=x,
-                y=np.asarray(after, dtype=np.float32),
-                name=what,
-                marker_color=QUALITATIVE[5],
-                customdata=names,
-                hovertemplate="%{customdata}<br>" + what + " %{y:.2%}<extra></extra>",
-            ),
-        ]
+            Bars("before", np.asarray(before, dtype=np.float32), QUALITATIVE[0], "before %{y:.2%}"),
+            Bars(what, np.asarray(after, dtype=np.float32), QUALITATIVE[5], what + " %{y:.2%}"),
+        ],
+        names,
     )
     fig.update_xaxes(tickmode="array", tickvals=x, ticktext=names, title={"text": "next token"})
     fig.update_layout(
@@ -417,4 +408,20 @@ def next_token_bars(
         barmode="group",
         yaxis={"title": {"text": "probability"}, "tickformat": ".0%"},
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
+
+
+def next_token_bars_for(
+    before: Trace,
+    after: Trace,
+    token_str: Callable[[int], str],
+    *,
+    k: int = 10,
+    what: str = "after ablation",
+    projector: bool = False,
+) -> go.Figure:
+    """``next_token_bars`` for two traces of the same prompt (plain and intervened): the last
+    position's top-``k`` tokens of either, labelled "token (id)" (``token_str``: the tokenizer's)."""
+    cmp = compare_next_token(before.probs(), after.probs(), k=k)
+    words = [token_str(int(i)) for i in cmp["ids"]]
+    return next_token_bars(words, cmp["before"], cmp["after"], cmp["kl"], what, projector=projector, ids=cmp["ids"])

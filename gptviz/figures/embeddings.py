@@ -8,11 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, token_axis
+from gptviz.figures._base import QUALITATIVE, Bars, esc, grouped_bars, heatmap, label, style, token_axis
 from gptviz.trace import Trace
 
 
-def embedding_heatmap(trace: Trace, projector: bool = False) -> go.Figure:
+def embedding_heatmap(trace: Trace, *, projector: bool = False) -> go.Figure:
     """Token × dimension heatmap of the token embeddings (``hook_embed``)."""
     return heatmap(
         trace["hook_embed"],
@@ -26,38 +26,24 @@ def embedding_heatmap(trace: Trace, projector: bool = False) -> go.Figure:
     )
 
 
-def vector_norms(trace: Trace, projector: bool = False) -> go.Figure:
+def vector_norms(trace: Trace, *, projector: bool = False) -> go.Figure:
     """Length of each token's embedding and of its positional vector, side by side."""
     emb = np.linalg.norm(trace["hook_embed"], axis=-1)
     pos = np.linalg.norm(trace["hook_pos_embed"], axis=-1)
-    x = list(range(trace.n_tokens))
     names = [label(t) for t in trace.tokens]
-    fig = go.Figure(
+    fig = grouped_bars(
         [
-            go.Bar(
-                x=x,
-                y=emb,
-                name="token embedding",
-                marker_color=QUALITATIVE[0],
-                customdata=names,
-                hovertemplate="%{customdata}<br>‖embedding‖ %{y:.3f}<extra></extra>",
-            ),
-            go.Bar(
-                x=x,
-                y=pos,
-                name="positional encoding",
-                marker_color=QUALITATIVE[1],
-                customdata=names,
-                hovertemplate="%{customdata}<br>‖position‖ %{y:.3f}<extra></extra>",
-            ),
-        ]
+            Bars("token embedding", emb, QUALITATIVE[0], "‖embedding‖ %{y:.3f}"),
+            Bars("positional encoding", pos, QUALITATIVE[1], "‖position‖ %{y:.3f}"),
+        ],
+        names,
     )
     fig.update_layout(title={"text": "Vector lengths (L2 norm)"}, barmode="group", yaxis_title="norm")
     fig.update_xaxes(**token_axis(trace.tokens, "token (position)"))
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
-def nearest_tokens_bar(neighbours: Sequence[tuple[str, float]], token: str, projector: bool = False) -> go.Figure:
+def nearest_tokens_bar(neighbours: Sequence[tuple[str, float]], token: str, *, projector: bool = False) -> go.Figure:
     """Cosine similarity of the nearest vocabulary tokens to one token's embedding."""
     names = [label(t) for t, _ in neighbours][::-1]
     sims = [s for _, s in neighbours][::-1]
@@ -77,11 +63,11 @@ def nearest_tokens_bar(neighbours: Sequence[tuple[str, float]], token: str, proj
         xaxis_title="cosine similarity",
         height=max(300, 28 * len(sims) + 120),
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def embedding_scatter(
-    coords: np.ndarray, tokens: Sequence[str], is_prompt: np.ndarray, explained: np.ndarray, projector: bool = False
+    coords: np.ndarray, tokens: Sequence[str], is_prompt: np.ndarray, explained: np.ndarray, *, projector: bool = False
 ) -> go.Figure:
     """2-D PCA of the prompt's tokens (large, labelled) among their nearest neighbours (small;
     their text on hover only, so the labels do not pile up)."""
@@ -108,10 +94,10 @@ def embedding_scatter(
         yaxis_title=f"PC2 ({explained[1]:.0%})",
         height=600,
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
-def positional_heatmap(pos: np.ndarray, kind: str, projector: bool = False) -> go.Figure:
+def positional_heatmap(pos: np.ndarray, kind: str, *, projector: bool = False) -> go.Figure:
     """Position × dimension heatmap of the positional encodings."""
     return heatmap(
         pos,
@@ -124,7 +110,7 @@ def positional_heatmap(pos: np.ndarray, kind: str, projector: bool = False) -> g
     )
 
 
-def positional_curves(pos: np.ndarray, dims: Sequence[int], kind: str, projector: bool = False) -> go.Figure:
+def positional_curves(pos: np.ndarray, dims: Sequence[int], kind: str, *, projector: bool = False) -> go.Figure:
     """Chosen dimensions of the positional vectors as curves over position."""
     fig = go.Figure()
     for j, d in enumerate(dims):
@@ -144,10 +130,10 @@ def positional_curves(pos: np.ndarray, dims: Sequence[int], kind: str, projector
         xaxis_title="position",
         yaxis_title="value",
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
-def position_similarity_heatmap(sim: np.ndarray, projector: bool = False) -> go.Figure:
+def position_similarity_heatmap(sim: np.ndarray, *, projector: bool = False) -> go.Figure:
     """Cosine similarity between the positional vectors of every two positions."""
     return heatmap(
         sim,
@@ -160,9 +146,9 @@ def position_similarity_heatmap(sim: np.ndarray, projector: bool = False) -> go.
     )
 
 
-def embedding_plus_position(trace: Trace, pos: int, projector: bool = False) -> go.Figure:
+def embedding_plus_position(trace: Trace, pos: int, *, projector: bool = False) -> go.Figure:
     """For one token: its embedding, its positional vector, and their sum (the first residual)."""
-    rows = np.stack([trace["hook_embed"][pos], trace["hook_pos_embed"][pos], trace["blocks.0.hook_resid_pre"][pos]])
+    rows = np.stack([trace["hook_embed"][pos], trace["hook_pos_embed"][pos], trace["resid_pre", 0][pos]])
     names = ["token embedding", "+ positional encoding", "= residual stream (layer 0 input)"]
     fig = make_subplots(rows=1, cols=1)
     lim = float(np.abs(rows).max()) or 1.0
@@ -183,4 +169,4 @@ def embedding_plus_position(trace: Trace, pos: int, projector: bool = False) -> 
         height=300,
     )
     fig.update_yaxes(autorange="reversed")
-    return style(fig, projector)
+    return style(fig, projector=projector)

@@ -6,12 +6,13 @@ token text as tick label, so two tokens that print alike never merge into one ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from gptviz.figures._base import QUALITATIVE, SEQUENTIAL, label, style
+from gptviz.figures._base import QUALITATIVE, SEQUENTIAL, Bars, grouped_bars, label, style
+from gptviz.trace import Trace
 
 FADED = "rgba(0, 114, 178, 0.28)"  # QUALITATIVE[0], faded: the model's own distribution
 CUT = QUALITATIVE[5]  # vermillion
@@ -38,6 +39,7 @@ def next_token_distribution(
     logits: np.ndarray,
     ids: Sequence[int],
     context: str = "",
+    *,
     projector: bool = False,
 ) -> go.Figure:
     """The most likely next tokens as bars of probability; hover shows the id and the logit.
@@ -71,7 +73,7 @@ def next_token_distribution(
         height=_height(len(tokens)),
         showlegend=False,
     )
-    return style(fig, projector).update_layout(margin_r=90 if projector else 70)  # room for "97.3%"
+    return style(fig, projector=projector).update_layout(margin_r=90 if projector else 70)  # room for "97.3%"
 
 
 def reshaped_distribution(
@@ -80,6 +82,7 @@ def reshaped_distribution(
     reshaped: np.ndarray,
     kept: np.ndarray,
     settings: str = "",
+    *,
     projector: bool = False,
 ) -> go.Figure:
     """The model's probabilities (faded) and the ones sampling uses (solid); cut tokens marked ✕."""
@@ -87,28 +90,13 @@ def reshaped_distribution(
     reshaped = np.asarray(reshaped, dtype=np.float64)
     kept = np.asarray(kept, dtype=bool)
     names = [label(t) for t in tokens]
-    y = list(range(len(tokens)))
-    fig = go.Figure(
+    fig = grouped_bars(
         [
-            go.Bar(
-                x=original,
-                y=y,
-                orientation="h",
-                name="model (temperature 1, nothing cut)",
-                marker_color=FADED,
-                customdata=names,
-                hovertemplate="%{customdata}<br>model probability %{x:.4f}<extra></extra>",
-            ),
-            go.Bar(
-                x=reshaped,
-                y=y,
-                orientation="h",
-                name="used for sampling",
-                marker_color=QUALITATIVE[0],
-                customdata=names,
-                hovertemplate="%{customdata}<br>sampling probability %{x:.4f}<extra></extra>",
-            ),
-        ]
+            Bars("model (temperature 1, nothing cut)", original, FADED, "model probability %{x:.4f}"),
+            Bars("used for sampling", reshaped, QUALITATIVE[0], "sampling probability %{x:.4f}"),
+        ],
+        names,
+        horizontal=True,
     )
     cut = np.flatnonzero(~kept)
     if len(cut):
@@ -133,11 +121,11 @@ def reshaped_distribution(
         height=_height(len(tokens)) + 60,
         legend={"orientation": "h", "y": -0.15},
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def generation_timeline(
-    steps: Sequence[Sequence[tuple[str, float, bool, int]]], projector: bool = False, max_steps: int = 30
+    steps: Sequence[Sequence[tuple[str, float, bool, int]]], *, projector: bool = False, max_steps: int = 30
 ) -> go.Figure:
     """One column per generated token: its top candidates by probability (rank 1 at the top),
     coloured by the model's probability, the chosen token boxed. Only the last ``max_steps``.
@@ -212,7 +200,7 @@ def generation_timeline(
         },
         height=max(300, 48 * rows + 160),
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def sampling_histogram(
@@ -221,6 +209,7 @@ def sampling_histogram(
     counts: np.ndarray,
     other_prob: float = 0.0,
     other_count: int = 0,
+    *,
     projector: bool = False,
 ) -> go.Figure:
     """Share of ``n`` draws that came up as each token, beside its sampling probability."""
@@ -234,27 +223,20 @@ def sampling_histogram(
         counts = np.append(counts, other_count)
     freq = counts / max(n, 1)
     y = list(range(len(names)))
-    fig = go.Figure(
+    drawn = np.stack([np.asarray(names, dtype=object), counts.astype(object)], axis=-1)
+    fig = grouped_bars(
         [
-            go.Bar(
-                x=probs,
-                y=y,
-                orientation="h",
-                name="probability",
-                marker_color=FADED,
-                customdata=names,
-                hovertemplate="%{customdata}<br>probability %{x:.4f}<extra></extra>",
+            Bars("probability", probs, FADED, "probability %{x:.4f}"),
+            Bars(
+                f"share of {n:,} draws",
+                freq,
+                QUALITATIVE[2],
+                "%{customdata[0]}<br>drawn %{customdata[1]} times (%{x:.1%})",
+                customdata=drawn,
             ),
-            go.Bar(
-                x=freq,
-                y=y,
-                orientation="h",
-                name=f"share of {n:,} draws",
-                marker_color=QUALITATIVE[2],
-                customdata=np.stack([np.asarray(names, dtype=object), counts.astype(object)], axis=-1),
-                hovertemplate="%{customdata[0]}<br>drawn %{customdata[1]} times (%{x:.1%})<extra></extra>",
-            ),
-        ]
+        ],
+        names,
+        horizontal=True,
     )
     fig.update_layout(
         title={"text": f"{n:,} draws of the next token"},
@@ -271,4 +253,15 @@ def sampling_histogram(
         height=_height(len(names)) + 60,
         legend={"orientation": "h", "y": -0.15},
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
+
+
+def next_token_chart(
+    trace: Trace, token_str: Callable[[int], str], *, k: int = 10, pos: int = -1, projector: bool = False
+) -> go.Figure:
+    """``next_token_distribution`` for a trace: the ``k`` most likely tokens after position
+    ``pos`` (``token_str``: the tokenizer's), the one place that reads them off the trace."""
+    probs, logits = trace.probs(pos), trace.logits(pos)
+    top = np.argsort(-np.asarray(probs, dtype=np.float64), kind="stable")[:k]  # as analysis.generation.top_ids
+    names = [token_str(int(i)) for i in top]
+    return next_token_distribution(names, probs[top], logits[top], top, trace.tokens[pos], projector=projector)

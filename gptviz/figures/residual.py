@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from gptviz.analysis.lens import Attribution, LayerNormView, LogitLens, residual_stack, stage_labels
 from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, visible
+from gptviz.hooks import hook_name
 from gptviz.trace import Trace
 
 MAX_CELL_TEXT_TOKENS = 40  # logit lens: write the top token in the cells up to this many positions
@@ -30,7 +31,7 @@ def top_neurons(acts: np.ndarray, n: int) -> np.ndarray:
 
 
 def mlp_activation_heatmap(
-    acts: np.ndarray, tokens: Sequence[str], layer: int, top_n: int = 64, projector: bool = False
+    acts: np.ndarray, tokens: Sequence[str], layer: int, top_n: int = 64, *, projector: bool = False
 ) -> go.Figure:
     """Neurons × tokens heatmap of one layer's MLP activations (after the non-linearity).
 
@@ -69,7 +70,7 @@ def mlp_activation_heatmap(
 
 
 def top_neurons_bar(
-    acts: np.ndarray, pos: int, tokens: Sequence[str], layer: int, k: int = 15, projector: bool = False
+    acts: np.ndarray, pos: int, tokens: Sequence[str], layer: int, k: int = 15, *, projector: bool = False
 ) -> go.Figure:
     """The ``k`` neurons of one layer that fire most strongly on the token at ``pos``."""
     row = np.asarray(acts, dtype=np.float32)[pos]
@@ -92,7 +93,7 @@ def top_neurons_bar(
         height=max(300, 24 * len(ids) + 120),
     )
     fig.update_yaxes(type="category")
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def _stage_heatmap(z: np.ndarray, rows: Sequence[str], tokens: Sequence[str], value: str, **kw) -> go.Figure:
@@ -117,7 +118,7 @@ def residual_norms(trace: Trace) -> np.ndarray:
     return np.linalg.norm(residual_stack(trace), axis=-1)
 
 
-def residual_norm_heatmap(trace: Trace, projector: bool = False) -> go.Figure:
+def residual_norm_heatmap(trace: Trace, *, projector: bool = False) -> go.Figure:
     """Length of the residual stream vector at every stage (rows) and token (columns)."""
     return _stage_heatmap(
         residual_norms(trace),
@@ -129,7 +130,7 @@ def residual_norm_heatmap(trace: Trace, projector: bool = False) -> go.Figure:
     )
 
 
-def sublayer_norms(trace: Trace, pos: int | None = None, projector: bool = False) -> go.Figure:
+def sublayer_norms(trace: Trace, pos: int | None = None, *, projector: bool = False) -> go.Figure:
     """Length of what attention and the feed-forward network add at each layer, next to the
     length of the stream they add it to (averaged over tokens, or at token ``pos``)."""
     L = trace.config.n_layer
@@ -139,14 +140,14 @@ def sublayer_norms(trace: Trace, pos: int | None = None, projector: bool = False
         return n if pos is None else n[[pos]]
 
     series = [
-        ("residual stream entering the layer", "hook_resid_pre", QUALITATIVE[7]),
-        ("attention adds", "hook_attn_out", QUALITATIVE[0]),
-        ("feed-forward adds", "hook_mlp_out", QUALITATIVE[1]),
+        ("residual stream entering the layer", "resid_pre", QUALITATIVE[7]),
+        ("attention adds", "attn_out", QUALITATIVE[0]),
+        ("feed-forward adds", "mlp_out", QUALITATIVE[1]),
     ]
     x = [f"layer {i}" for i in range(L)]
     fig = go.Figure()
     for name, hook, colour in series:
-        vals = [norm(f"blocks.{i}.{hook}") for i in range(L)]
+        vals = [norm(hook_name(hook, i)) for i in range(L)]
         fig.add_trace(
             go.Bar(
                 x=x,
@@ -159,10 +160,10 @@ def sublayer_norms(trace: Trace, pos: int | None = None, projector: bool = False
         )
     where = "averaged over all tokens (bars: ± one standard deviation)" if pos is None else f"token {pos}"
     fig.update_layout(title={"text": f"What each sub-layer adds, {where}"}, barmode="group", yaxis_title="L2 norm")
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
-def layernorm_figure(view: LayerNormView, token: str, projector: bool = False) -> go.Figure:
+def layernorm_figure(view: LayerNormView, token: str, *, projector: bool = False) -> go.Figure:
     """One LayerNorm at one token: input, normalized, learned scale and shift, output (by dimension)."""
     dims = np.arange(view.x.size)
     panels = [
@@ -197,10 +198,10 @@ def layernorm_figure(view: LayerNormView, token: str, projector: bool = False) -
         height=760,
         legend={"orientation": "h", "y": -0.08},
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
-def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], projector: bool = False) -> go.Figure:
+def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], *, projector: bool = False) -> go.Figure:
     """Probability of the top next-token guess at every stage and position, the guess as text.
 
     The guesses are written in the cells (up to ``MAX_CELL_TEXT_TOKENS`` positions) as a text
@@ -247,7 +248,7 @@ def _cell_text(token: str, chars: int = CELL_TEXT_CHARS) -> str:
     return esc(shown[: chars - 1] + "…" if len(shown) > chars else shown)
 
 
-def logit_attribution(attr: Attribution, token: str, projector: bool = False) -> go.Figure:
+def logit_attribution(attr: Attribution, token: str, *, projector: bool = False) -> go.Figure:
     """Waterfall: each component's push on the target token's logit, then the bias, = the logit."""
     names = [*attr.labels, "bias (LN shift + output bias)", "= logit"]
     values = [*attr.values.tolist(), attr.bias, attr.total]
@@ -271,7 +272,7 @@ def logit_attribution(attr: Attribution, token: str, projector: bool = False) ->
         showlegend=False,
     )
     fig.update_xaxes(type="category")
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -34,6 +35,7 @@ def token_chips(
     token_bytes: Sequence[bytes] | None = None,
     title: str = "",
     row_width: int = 48,
+    *,
     projector: bool = False,
     max_tokens: int = MAX_CHIPS,
     height: int | None = None,
@@ -102,7 +104,7 @@ def token_chips(
         yaxis={"visible": False, "range": [-(shown_rows - 1) * 2.2 - 0.3, 2.0]},
         height=max(natural, height or 0),
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def _tint(colour: str, alpha: float = 0.25) -> str:
@@ -131,7 +133,7 @@ def token_table(tokens: Sequence[str], ids: Sequence[int], token_bytes: Sequence
     )
 
 
-def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, projector: bool = False) -> go.Figure:
+def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, *, projector: bool = False) -> go.Figure:
     """BPE replayed for one word: each row is the word after one more merge, bytes at the top.
 
     Every byte has one column, as wide as the widest byte label; a piece covers the columns of
@@ -204,4 +206,11 @@ def bpe_merges(steps: Sequence[Sequence[bytes]], upto: int | None = None, projec
         title={"text": f"BPE merges: {upto} of {len(steps) - 1}" + (f" (from merge {first})" if first else "")},
         height=120 + (54 if projector else 42) * (upto + 1 - first),
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
+
+
+def trace_chips(view: Any, *, title: str = "", projector: bool = False, **kw: Any) -> go.Figure:
+    """``token_chips`` for anything with ``tokens``, ``ids`` and ``token_bytes`` (a ``Trace``, a
+    tokenizer view): the one place that unpacks them. ``kw``: ``row_width``, ``height``…"""
+    ids = view.ids.tolist() if hasattr(view.ids, "tolist") else list(view.ids)
+    return token_chips(view.tokens, ids, view.token_bytes, title=title, projector=projector, **kw)

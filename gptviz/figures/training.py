@@ -17,6 +17,7 @@ def loss_curve(
     step_loss: float | None = None,
     prompt: tuple[Sequence[int], Sequence[float]] | None = None,
     random_loss: float | None = None,
+    *,
     projector: bool = False,
 ) -> go.Figure:
     """Train and validation loss (nats per token) against the training step, from the model
@@ -109,7 +110,7 @@ def loss_curve(
         legend={"orientation": "h", "y": -0.3 if projector else -0.22},
         height=500 if projector else 440,
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)
 
 
 def prediction_timeline(
@@ -117,6 +118,7 @@ def prediction_timeline(
     tokens: Sequence[str],
     probs: np.ndarray,
     current: int | None = None,
+    *,
     projector: bool = False,
 ) -> go.Figure:
     """Probability of a few next tokens (columns of ``probs``) at each snapshot (rows)."""
@@ -143,4 +145,4 @@ def prediction_timeline(
         legend={"title": {"text": "next token"}},
         height=420,
     )
-    return style(fig, projector)
+    return style(fig, projector=projector)

@@ -1,0 +1,166 @@
+"""The shared sidebar: model picker, prompt box, projector toggle, trace download, share link."""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+import gptviz
+from gptviz import export, site
+from gptviz.checkpoints import BUNDLED, CheckpointError, cached_gpt2_models
+from gptviz.tokenizer import get_tokenizer
+from gptviz.trace import Trace
+from gptviz.ui.caching import Context, get_trace, load_model
+from gptviz.ui.state import _from_url, keep, kept, kept_or_url, md_text, toggle, view_params
+
+DEFAULT_MODEL = f"bundled:{BUNDLED[0]}"
+OTHER = "Other: a folder or file…"
+EXAMPLES = {
+    "Shakespeare": "ROMEO:\nBut, soft! what light through yonder window breaks?",
+    "Hello, world!": "Hello, world!",
+    "Repeated words (induction)": "The cat sat on the mat. The dog sat on the rug. The cat sat on the",
+    "A question": "First Citizen:\nWhat is the city but the people?",
+    "Code": "def add(a, b):\n    return a + b\n",
+    "Unicode and emoji": "Café déjà vu 😀 naïve façade",
+}
+DEFAULT_PROMPT = EXAMPLES["Shakespeare"]
+MAX_PROMPT_CHARS = 100_000
+# Projector mode: everything Streamlit draws is sized in rem, so a larger root font enlarges the
+# page text, captions, metrics, widgets, tables and the sidebar at once (charts have their own
+# sizes, see ``figures.style``). A constant: no user text ever goes into this HTML.
+PROJECTOR_CSS = "<style>html { font-size: 22px; }</style>"
+
+
+def model_options() -> list[str]:
+    return [f"bundled:{b}" for b in BUNDLED] + cached_gpt2_models() + [OTHER]
+
+
+def _model_sidebar() -> str:
+    sb = st.sidebar
+    options = model_options()
+    current = kept_or_url("model") or DEFAULT_MODEL
+    widget = st.session_state.get("w_model")  # the user's pick wins while the box is on screen
+    choice = widget if widget in options else current if current in options else OTHER
+    st.session_state["w_model"] = choice
+    choice = sb.selectbox(
+        "Model",
+        options,
+        key="w_model",
+        help="Bundled models ship with gptviz; GPT-2 "
+        "checkpoints appear here when they are in the local Hugging Face cache.",
+    )
+    spec = choice
+    if choice == OTHER:
+        st.session_state.setdefault("w_model_path", current if current not in options else "")
+        spec = sb.text_input("Checkpoint folder or .safetensors file", key="w_model_path").strip()
+        if not spec:
+            sb.info("Type the path of a Hugging Face GPT-2 folder or a gptviz .safetensors file.")
+            spec = DEFAULT_MODEL
+    try:
+        load_model(spec)
+    except (CheckpointError, OSError, ValueError) as exc:
+        sb.error(f"Could not load {md_text(repr(spec))}: {md_text(exc)}. Showing {DEFAULT_MODEL} instead.")
+        spec = DEFAULT_MODEL
+    keep("model", spec)
+    return spec
+
+
+def _set_example() -> None:
+    name = st.session_state.get("w_example")
+    if name in EXAMPLES:
+        st.session_state["w_prompt"] = EXAMPLES[name]
+        keep("prompt", EXAMPLES[name])
+
+
+def _prompt_sidebar() -> str:
+    sb = st.sidebar
+    if "w_prompt" not in st.session_state:
+        start = kept("prompt", None) or _from_url("prompt") or DEFAULT_PROMPT
+        if len(start) > MAX_PROMPT_CHARS:
+            sb.warning(f"The link's prompt was cut to the box's {MAX_PROMPT_CHARS:,} characters.")
+            start = start[:MAX_PROMPT_CHARS]
+        st.session_state["w_prompt"] = start
+    sb.selectbox("Example prompts", ["Pick an example…", *EXAMPLES], key="w_example", on_change=_set_example)
+    text = sb.text_area(
+        "Prompt",
+        key="w_prompt",
+        height=120,
+        max_chars=MAX_PROMPT_CHARS,
+        help="One prompt drives every page. Press Ctrl+Enter to apply.",
+    )
+    keep("prompt", text)
+    return text
+
+
+def sidebar() -> Context | None:
+    """Model picker, prompt box, token count, projector toggle. ``None`` if the prompt is empty."""
+    sb = st.sidebar
+    nav()
+    sb.markdown("### gptviz")
+    spec = _model_sidebar()
+    text = _prompt_sidebar()
+    projector = toggle("Projector mode (large text)", "projector", where=sb)
+    if projector:
+        st.html(PROJECTOR_CSS)  # style only: Streamlit applies it without taking room on the page
+    model = load_model(spec)
+    tok = get_tokenizer(model.cfg.tokenizer)
+    try:
+        trace = get_trace(spec, text)
+    except gptviz.EmptyPromptError:
+        sb.caption(f"0 tokens / context {model.cfg.n_ctx}")
+        return None
+    sb.caption(f"**{trace.n_input_tokens}** tokens / context {model.cfg.n_ctx} · {model.num_params():,} parameters")
+    if trace.truncated:
+        sb.warning(
+            f"The prompt has {trace.n_input_tokens} tokens; the model reads at most {model.cfg.n_ctx}, "
+            f"so the pages show the first {trace.n_tokens}."
+        )
+    _exports_sidebar(trace)
+    return Context(spec, model, tok, trace, projector)
+
+
+def _exports_sidebar(trace: Trace) -> None:
+    """The whole trace as ``.npz`` (made on click), and the link that reopens this view."""
+    sb = st.sidebar
+    sb.download_button(
+        "Download the trace (.npz)",
+        data=lambda: export.npz_bytes(trace),
+        file_name=export.trace_filename(trace),
+        mime="application/octet-stream",
+        key="trace_npz",
+        on_click="ignore",
+        icon=":material/download:",
+        help="Every recorded array of this prompt's forward pass; open it with gptviz.load_trace(path).",
+    )
+    with sb.expander("Link to this view", key="x_share", on_change="rerun", icon=":material/link:") as box:
+        if box.open:
+            st.code(share_link(), language=None, wrap_lines=True)
+            st.caption("Copy it with the button at its right: it reopens this page with every choice made here.")
+
+
+def share_link() -> str:
+    """A link that reopens this view: the browser's address of this page (``st.context.url``;
+    ``GPTVIZ_BASE_URL`` or a relative link where it is unknown) plus the query parameters."""
+    try:
+        base = st.context.url
+    except Exception:  # outside a browser session (tests, bare mode)
+        base = None
+    return export.view_link(view_params(), base or os.environ.get("GPTVIZ_BASE_URL", ""))
+
+
+def nav() -> None:
+    """The page list, grouped by purpose (``gptviz.site``), at the top of the sidebar.
+
+    Streamlit's own list is hidden (``client.showSidebarNavigation = false``): it would name
+    the home page "app" and sort by file name. ``st.navigation`` is not used: with a ``pages/``
+    folder, Streamlit 1.67 then runs the pages without ``app.py`` around them."""
+    sb = st.sidebar
+    sb.page_link(site.HOME.path, label=site.HOME.title, icon=site.HOME.icon)
+    for name in site.SECTIONS:
+        pages = site.section(name)
+        if pages:
+            sb.markdown(f"**{name}**")
+            for p in pages:
+                sb.page_link(p.path, label=p.title, icon=p.icon)
+    sb.divider()
