@@ -1,4 +1,5 @@
-"""Loading and saving models: bundled checkpoints, Hugging Face GPT-2 folders and cache.
+"""Loading and saving models: bundled checkpoints, Hugging Face folders (every family in
+``families.py``) and the Hugging Face cache.
 
 Nothing here unpickles code: weights come from safetensors, or from ``torch.load`` with
 ``weights_only=True``. Every failure is one ``CheckpointError`` that names the file and what
@@ -8,6 +9,7 @@ was expected, so the app can show it instead of a traceback. Nothing touches the
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -17,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptviz.config import GPTConfig
+from gptviz.families import FAMILIES, Family, FamilyError, family_of
 from gptviz.model import GPT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -125,7 +128,7 @@ def _load_bundled(name: str) -> GPT:
     return model
 
 
-# --- Hugging Face GPT-2 checkpoints -----------------------------------------------------------
+# --- Hugging Face checkpoints -----------------------------------------------------------
 
 
 def hf_cache_dirs() -> list[Path]:
@@ -159,8 +162,8 @@ def find_in_hf_cache(name: str) -> Path | None:
     return None
 
 
-def cached_gpt2_models() -> list[str]:
-    """Names of GPT-2-family models present in the local Hugging Face cache."""
+def cached_models() -> list[str]:
+    """Names of models of every supported family in the local Hugging Face cache."""
     found = []
     for cache in hf_cache_dirs():
         if not cache.is_dir():
@@ -171,14 +174,17 @@ def cached_gpt2_models() -> list[str]:
             if snap is None:
                 continue
             try:
-                if json.loads((snap / "config.json").read_text()).get("model_type") == "gpt2":
+                if json.loads((snap / "config.json").read_text()).get("model_type") in FAMILIES:
                     found.append(repo.removeprefix("openai-community/").removeprefix("distilbert/"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 continue
     return list(dict.fromkeys(found))
 
 
-def _hf_config(folder: Path) -> GPTConfig:
+cached_gpt2_models = cached_models  # the name before other families were supported
+
+
+def _read_hf_config(folder: Path) -> dict:
     path = folder / "config.json"
     try:
         hf = json.loads(path.read_text())
@@ -186,32 +192,73 @@ def _hf_config(folder: Path) -> GPTConfig:
         raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json)") from exc
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    if hf.get("model_type") != "gpt2":
-        raise CheckpointError(f"{path}: model_type is {hf.get('model_type')!r}; only GPT-2 checkpoints are supported")
-    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
-        raise CheckpointError(f"{path}: GPT-2 attention variants (scale by layer index) are not supported")
-    act = hf.get("activation_function", "gelu_new")
-    act = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}.get(act)
-    if act is None:
-        raise CheckpointError(f"{path}: unsupported activation {hf.get('activation_function')!r}")
-    d = hf.get("n_embd", 768)
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return hf
+
+
+def _hf_config(folder: Path) -> tuple[GPTConfig, Family]:
+    """Our config for a Hugging Face folder, and its family (errors name config.json's field)."""
+    path = folder / "config.json"
+    hf = _read_hf_config(folder)
     try:
-        return GPTConfig(
-            vocab_size=hf.get("vocab_size", 50257),
-            n_layer=hf.get("n_layer", 12),
-            n_head=hf.get("n_head", 12),
-            d_model=d,
-            d_mlp=hf.get("n_inner") or 4 * d,
-            n_ctx=hf.get("n_positions", hf.get("n_ctx", 1024)),
-            pos="learned",
-            norm="pre",
-            act=act,
-            tie_weights=hf.get("tie_word_embeddings", True),
-            ln_eps=hf.get("layer_norm_epsilon", 1e-5),
-            tokenizer="gpt2",
-        )
-    except (ValueError, TypeError) as exc:
+        family = family_of(hf)
+        cfg = family.config(hf)
+    except (FamilyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
+    if family.model_type != "gpt2":
+        cfg = cfg.replace(tokenizer=str(folder.resolve()))
+    return cfg, family
+
+
+def memory_budget_bytes() -> int:
+    """Largest model (float32 weights) we agree to build: ``GPTVIZ_MAX_MODEL_GB``, else half of
+    this machine's memory. Checked before anything is allocated, so a hostile config.json
+    cannot exhaust a shared server."""
+    raw = os.environ.get("GPTVIZ_MAX_MODEL_GB", "").strip()
+    if raw:
+        try:
+            return int(float(raw) * 1e9)
+        except ValueError as exc:
+            raise CheckpointError(f"GPTVIZ_MAX_MODEL_GB must be a number, not {raw!r}") from exc
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 10**9
+
+
+def count_params(cfg: GPTConfig) -> int:
+    """Parameters of the model a config describes, without allocating it (meta tensors)."""
+    with torch.device("meta"):
+        return GPT(cfg).num_params()
+
+
+def _safetensors_numel(folder: Path) -> int:
+    """Numbers stored in a folder's safetensors files, from their headers only."""
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        try:
+            with f.open("rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if n > 100_000_000:
+                    raise CheckpointError(f"{f}: safetensors header of {n:,} bytes is not plausible")
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{f}: cannot read the safetensors header ({exc})") from exc
+        for name, info in header.items():
+            if name != "__metadata__":
+                total += math.prod(info.get("shape", []))
+    return total
+
+
+def _check_budget(cfg: GPTConfig, folder: Path) -> None:
+    budget = memory_budget_bytes()
+    n = max(count_params(cfg), _safetensors_numel(folder))
+    if 4 * n > budget:
+        raise CheckpointError(
+            f"{folder}: {n / 1e9:.2f} B parameters need {4 * n / 1e9:.1f} GB as float32, over this "
+            f"server's model budget of {budget / 1e9:.1f} GB (GPTVIZ_MAX_MODEL_GB)"
+        )
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -237,43 +284,30 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin next to config.json")
 
 
-def hf_to_gptviz(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """Rename Hugging Face GPT-2 weights to ours; Conv1D weights are [in, out], so transpose."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("transformer.")
-        if key.endswith((".attn.bias", ".attn.masked_bias")) or key == "lm_head.weight":
-            continue  # causal-mask buffers; lm_head is tied to wte
-        parts = key.split(".")
-        if parts[0] == "h":
-            i, rest = parts[1], ".".join(parts[2:])
-            sub = {
-                "ln_1": "ln1",
-                "ln_2": "ln2",
-            }.get(parts[2], parts[2])
-            rest = ".".join([sub, *parts[3:]])
-            if rest.endswith("weight") and any(s in rest for s in ("c_attn", "c_proj", "c_fc")):
-                value = value.t()
-            out[f"blocks.{i}.{rest}"] = value
-        else:
-            name = {"wte.weight": "embed.weight", "wpe.weight": "pos_embed.weight"}.get(key)
-            if name is None and key.startswith("ln_f."):
-                name = "ln_final." + key.removeprefix("ln_f.")
-            out[name or key] = value
-    if not cfg.tie_weights and "lm_head.weight" in state:
-        out["unembed.weight"] = state["lm_head.weight"]
-    return out
+def hf_to_gptviz(state: dict[str, torch.Tensor], cfg: GPTConfig, family: str = "gpt2") -> dict[str, torch.Tensor]:
+    """Rename a Hugging Face family's weights to ours (``families.FAMILIES[family].weights``)."""
+    return FAMILIES[family].weights(state, cfg)
 
 
 def load_hf_folder(folder: str | Path) -> GPT:
-    """A Hugging Face GPT-2 folder: ``config.json`` + ``model.safetensors``/``pytorch_model.bin``."""
+    """A Hugging Face folder of a supported family: ``config.json`` + safetensors (or
+    ``pytorch_model.bin``) + ``tokenizer.json`` for the families after GPT-2. The config is
+    checked (family, fields, memory budget) before the model is built."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder")
-    cfg = _hf_config(folder)
+    cfg, family = _hf_config(folder)
+    _check_budget(cfg, folder)
+    if family.model_type != "gpt2" and not (folder / "tokenizer.json").is_file():
+        raise CheckpointError(f"{folder}: no tokenizer.json (a {family.model_type} model needs its own tokenizer)")
     model = GPT(cfg)
     state = {k: v.float() if v.is_floating_point() else v for k, v in _read_weights(folder).items()}
-    _load_state(model, hf_to_gptviz(state, cfg), folder)
+    try:
+        state = family.weights(state, cfg)
+    except FamilyError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from exc
+    _load_state(model, state, folder)
+    model.family = family.model_type
     return model.eval()
 
 
@@ -284,9 +318,11 @@ def load_model(spec: str | Path = "bundled:gpt2-style") -> GPT:
     """Load a model from a spec, offline.
 
     - ``bundled:gpt2-style`` / ``bundled:seed`` (``@STEP`` for a training snapshot);
-    - a folder with a Hugging Face GPT-2 ``config.json``, or a gptviz ``.safetensors`` file;
+    - a Hugging Face folder of a supported family (GPT-2, Llama, Mistral, Qwen2/3, GPT-NeoX),
+      or a gptviz ``.safetensors`` file;
     - a model name in the local Hugging Face cache: ``gpt2``, ``distilgpt2``,
-      ``openai-community/gpt2-medium``… (``HF_HUB_CACHE`` / ``HF_HOME`` respected).
+      ``HuggingFaceTB/SmolLM2-135M``… (``HF_HUB_CACHE`` / ``HF_HOME`` respected). Nothing
+      is ever downloaded here.
     The returned model is in eval mode and carries ``.name`` (the spec) and ``.card``.
     """
     text = str(spec).strip()

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Precision = Literal["compact", "full"]
-_HALF = re.compile(r"blocks\.\d+\.(attn\.hook_pattern|mlp\.hook_pre|mlp\.hook_post)$")
+_HALF = re.compile(r"blocks\.\d+\.(attn\.hook_pattern|mlp\.hook_pre|mlp\.hook_pre_linear|mlp\.hook_post)$")
 _SCORES = re.compile(r"blocks\.(\d+)\.attn\.hook_attn_scores$")
-_PER_HEAD = re.compile(r"attn\.hook_[qkvz]$")  # [T, H, Dh]
+_PER_HEAD = re.compile(r"attn\.hook_(rot_)?[qkvz]$")  # [T, H or K, Dh]
 
 
 class EmptyPromptError(ValueError):
@@ -89,11 +89,18 @@ class Trace:
         if name == "hook_logits" and "_logits_offset" in self.store:
             return self.store["_logits_offset"].astype(np.float32) + self.store["_logits_max"]
         m = _SCORES.match(name)
-        if m and f"blocks.{m[1]}.attn.hook_q" in self.store:
-            q = self.store[f"blocks.{m[1]}.attn.hook_q"]  # [T, H, Dh]
-            k = self.store[f"blocks.{m[1]}.attn.hook_k"]
-            return np.einsum("qhd,khd->hqk", q, k) / np.float32(math.sqrt(self.config.d_head))
+        if m and hook_name("q", int(m[1])) in self.store:
+            return self._scores(int(m[1]))
         raise KeyError(f"{name!r} is not in this trace; see trace.keys()")
+
+    def _scores(self, layer: int) -> np.ndarray:
+        """Q·K/√d_head ``[H, T, T]`` from the stored q and k: the rotated ones in a rotary model,
+        each query head against the K head it shares (grouped-query attention)."""
+        rotary = hook_name("rot_q", layer) in self.store
+        q = self.store[hook_name("rot_q" if rotary else "q", layer)]  # [T, H, Dh]
+        k = self.store[hook_name("rot_k" if rotary else "k", layer)]  # [T, K, Dh]
+        k = np.repeat(k, q.shape[1] // k.shape[1], axis=1)  # query head h reads K head h // G
+        return np.einsum("qhd,khd->hqk", q, k) / np.float32(math.sqrt(self.config.d_head))
 
     def pattern(self, layer: int, head: int) -> np.ndarray:
         """Attention pattern of one head, float32 ``[T, T]`` (row = query, column = key)."""

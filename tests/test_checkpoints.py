@@ -79,9 +79,13 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-def test_not_gpt2_config(tmp_path):
+def test_unsupported_or_oversized_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="model_type 'bert' is not supported; supported: gpt2 .*llama"):
+        gptviz.load_model(tmp_path)
+    # Llama's default sizes are Llama 2 7B's: refused by the memory budget before anything is built.
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(CheckpointError, match="only GPT-2"):
+    with pytest.raises(CheckpointError, match="B parameters need .* GB as float32, over"):
         gptviz.load_model(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json"):
