@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from gptviz import trace_npz
 from gptviz.config import GPTConfig
 from gptviz.hooks import hook_name, hooks
 from gptviz.model import GPT
@@ -209,9 +210,7 @@ class Trace:
 
     def save(self, path: str | Path) -> Path:
         """Write the trace as ``.npz``: hook names as keys, plus ``__meta__`` (JSON)."""
-        from gptviz.io import save_trace
-
-        return save_trace(self, path)
+        return trace_npz.write(vars(self), path)
 
 
 def prepare(tokenizer: Tokenizer, text: str, n_ctx: int) -> tuple[list[int], int]:
@@ -303,3 +302,13 @@ def trace_nbytes(trace: Trace) -> int:
     strings = sys.getsizeof(trace.text) + sum(sys.getsizeof(t) for t in trace.tokens)
     strings += sum(sys.getsizeof(b) for b in trace.token_bytes)
     return sum(a.nbytes for a in trace.store.values()) + trace.ids.nbytes + strings
+
+
+def save_trace(trace: Trace, path: str | Path) -> Path:
+    """``trace.save(path)``, as a function for symmetry with ``load_trace``."""
+    return trace.save(path)
+
+
+def load_trace(path: str | Path) -> Trace:
+    """A Trace back from a ``.npz`` written by ``Trace.save``, without the model."""
+    return Trace(**trace_npz.read(path))
