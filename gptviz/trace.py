@@ -73,7 +73,7 @@ class Trace:
     def keys(self) -> list[str]:
         names = [k for k in self.store if not k.startswith("_")]
         if self.precision == "compact":
-            names += [f"blocks.{i}.attn.hook_attn_scores" for i in range(self.config.n_layer)]
+            names += [hook_name("attn_scores", i) for i in range(self.config.n_layer)]
             names.append("hook_logits")
         return names
 
@@ -90,15 +90,15 @@ class Trace:
         if name == "hook_logits" and "_logits_offset" in self.store:
             return self.store["_logits_offset"].astype(np.float32) + self.store["_logits_max"]
         m = _SCORES.match(name)
-        if m and f"blocks.{m[1]}.attn.hook_q" in self.store:
-            q = self.store[f"blocks.{m[1]}.attn.hook_q"]  # [T, H, Dh]
-            k = self.store[f"blocks.{m[1]}.attn.hook_k"]
+        if m and hook_name("q", int(m[1])) in self.store:
+            q = self.store[hook_name("q", int(m[1]))]  # [T, H, Dh]
+            k = self.store[hook_name("k", int(m[1]))]
             return np.einsum("qhd,khd->hqk", q, k) / np.float32(math.sqrt(self.config.d_head))
         raise KeyError(f"{name!r} is not in this trace; see trace.keys()")
 
     def pattern(self, layer: int, head: int) -> np.ndarray:
         """Attention pattern of one head, float32 ``[T, T]`` (row = query, column = key)."""
-        return self.store[f"blocks.{layer}.attn.hook_pattern"][head].astype(np.float32)
+        return self.store[hook_name("pattern", layer)][head].astype(np.float32)
 
     def logits(self, pos: int = -1) -> np.ndarray:
         """Float32 logits ``[V]`` for the prediction after position ``pos``."""
@@ -168,7 +168,7 @@ class Trace:
         head = self._head_index(head, cfg.n_head)
         q, k = np.tril_indices(self.n_tokens)
         tokens = np.asarray(self.tokens, dtype=object)
-        scores = self[f"blocks.{layer}.attn.hook_attn_scores"][head]
+        scores = self["attn_scores", layer][head]
         return pd.DataFrame(
             {
                 "query": q,

@@ -353,7 +353,7 @@ def test_lesson_data_and_checkers_by_hand(model):
     assert L.check_next_token(trace, int(np.argmax(probs)), name_of).correct
     assert not L.check_next_token(trace, int(np.argsort(probs)[-2]), name_of).correct
     layer, head, score = L.best_previous_token_head(trace)
-    pats = np.stack([trace[f"blocks.{i}.attn.hook_pattern"].astype(np.float64) for i in range(model.cfg.n_layer)])
+    pats = np.stack([trace["pattern", i].astype(np.float64) for i in range(model.cfg.n_layer)])
     T = trace.n_tokens
     prev = pats[:, :, np.arange(1, T), np.arange(T - 1)].mean(-1)
     assert (layer, head) == np.unravel_index(np.argmax(prev), prev.shape) and score == pytest.approx(prev.max())
