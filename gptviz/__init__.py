@@ -8,10 +8,9 @@
 
 from gptviz.checkpoints import CheckpointError, load_model
 from gptviz.config import GPTConfig, preset
-from gptviz.io import load_trace, save_trace
 from gptviz.model import GPT, positional_encoding
 from gptviz.tokenizer import get_tokenizer
-from gptviz.trace import EmptyPromptError, Trace, run
+from gptviz.trace import EmptyPromptError, Trace, load_trace, run, save_trace
 
 __all__ = [
     "GPT",

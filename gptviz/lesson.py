@@ -237,7 +237,7 @@ def best_previous_token_head(trace: Trace) -> tuple[int, int, float]:
     """The head whose attention to the token just before is highest on average: (layer, head, score)."""
     best = (0, 0, float("-inf"))
     for layer in range(trace.config.n_layer):
-        scores = previous_token_score(trace[f"blocks.{layer}.attn.hook_pattern"])
+        scores = previous_token_score(trace["pattern", layer])
         for h, s in enumerate(np.nan_to_num(scores, nan=-1.0)):
             if s > best[2]:
                 best = (layer, h, float(s))
@@ -251,7 +251,7 @@ def facts(
     cfg = trace.config
     probs = trace.probs()
     top = int(np.argmax(probs))
-    prev = previous_token_score(trace[f"blocks.{layer}.attn.hook_pattern"])[head] if trace.n_tokens > 1 else np.nan
+    prev = previous_token_score(trace["pattern", layer])[head] if trace.n_tokens > 1 else np.nan
     out = {
         "n_chars": len(trace.text),
         "n_tokens": trace.n_input_tokens,

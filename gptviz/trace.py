@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from gptviz import trace_npz
 from gptviz.config import GPTConfig
 from gptviz.hooks import hook_name, hooks
 from gptviz.model import GPT
@@ -72,7 +73,7 @@ class Trace:
     def keys(self) -> list[str]:
         names = [k for k in self.store if not k.startswith("_")]
         if self.precision == "compact":
-            names += [f"blocks.{i}.attn.hook_attn_scores" for i in range(self.config.n_layer)]
+            names += [hook_name("attn_scores", i) for i in range(self.config.n_layer)]
             names.append("hook_logits")
         return names
 
@@ -104,7 +105,7 @@ class Trace:
 
     def pattern(self, layer: int, head: int) -> np.ndarray:
         """Attention pattern of one head, float32 ``[T, T]`` (row = query, column = key)."""
-        return self.store[f"blocks.{layer}.attn.hook_pattern"][head].astype(np.float32)
+        return self.store[hook_name("pattern", layer)][head].astype(np.float32)
 
     def logits(self, pos: int = -1) -> np.ndarray:
         """Float32 logits ``[V]`` for the prediction after position ``pos``."""
@@ -174,7 +175,7 @@ class Trace:
         head = self._head_index(head, cfg.n_head)
         q, k = np.tril_indices(self.n_tokens)
         tokens = np.asarray(self.tokens, dtype=object)
-        scores = self[f"blocks.{layer}.attn.hook_attn_scores"][head]
+        scores = self["attn_scores", layer][head]
         return pd.DataFrame(
             {
                 "query": q,
@@ -216,9 +217,7 @@ class Trace:
 
     def save(self, path: str | Path) -> Path:
         """Write the trace as ``.npz``: hook names as keys, plus ``__meta__`` (JSON)."""
-        from gptviz.io import save_trace
-
-        return save_trace(self, path)
+        return trace_npz.write(vars(self), path)
 
 
 def prepare(tokenizer: Tokenizer, text: str, n_ctx: int) -> tuple[list[int], int]:
@@ -310,3 +309,13 @@ def trace_nbytes(trace: Trace) -> int:
     strings = sys.getsizeof(trace.text) + sum(sys.getsizeof(t) for t in trace.tokens)
     strings += sum(sys.getsizeof(b) for b in trace.token_bytes)
     return sum(a.nbytes for a in trace.store.values()) + trace.ids.nbytes + strings
+
+
+def save_trace(trace: Trace, path: str | Path) -> Path:
+    """``trace.save(path)``, as a function for symmetry with ``load_trace``."""
+    return trace.save(path)
+
+
+def load_trace(path: str | Path) -> Trace:
+    """A Trace back from a ``.npz`` written by ``Trace.save``, without the model."""
+    return Trace(**trace_npz.read(path))

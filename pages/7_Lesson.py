@@ -11,14 +11,13 @@ def use_settings(settings: dict, only_missing_from_url: bool = False) -> None:
     for k, v in settings.items():
         if not (only_missing_from_url and ui.from_url(k) is not None):
             ui.keep(k, v)
-            st.session_state.pop(f"w_{k}", None)
+            ui.forget_widget(k)
 
 
 def use_prompt(key: str, only_missing_from_url: bool = False) -> None:
     """Callback (or top of the script): set the lesson's prompt and selection, before the sidebar."""
     lesson = L.LESSONS[key]
-    st.session_state["w_prompt"] = lesson.prompt
-    ui.keep("prompt", lesson.prompt)
+    ui.set_choice("prompt", lesson.prompt)
     use_settings(dict(lesson.selection), only_missing_from_url)
 
 
@@ -29,7 +28,7 @@ def go(key: str, i: int) -> None:
 
 
 def choose() -> None:
-    key = st.session_state["w_lesson"]
+    key = ui.widget_value("lesson")
     ui.keep("lesson", key)
     use_prompt(key)
     go(key, 0)

@@ -1,51 +1,49 @@
-"""Classroom: the bundled GPT-2-style model during training, from random weights to trained."""
+"""Classroom: a bundled model during training, from random weights to trained."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 import gptviz
 from gptviz import figures, ui
 from gptviz.analysis import generation as gen
-from gptviz.analysis.timeline import history_value, next_token_probs, prompt_loss
+from gptviz.analysis.timeline import Sweep, history_value, models_with_snapshots, prompt_loss, snapshot_sweep
 from gptviz.checkpoints import bundled_card, bundled_snapshots
 from gptviz.figures import attention as fa
 from gptviz.figures.training import loss_curve, prediction_timeline
 from gptviz.tokenizer import get_tokenizer
 
-NAME = "gpt2-style"
-
 ctx = ui.page(
     "Training timeline",
     "A model starts with **random weights** and learns by predicting the next token of its training "
-    "text, millions of times. gptviz ships snapshots of the bundled GPT-2-style model taken during "
+    "text, millions of times. gptviz ships snapshots of its bundled models taken during "
     "training: move the slider to see its loss fall, its attention heads find their jobs, and its "
     "predictions go from noise to Shakespeare-like guesses. The prompt is the one in the sidebar.",
 )
 P, text = ctx.projector, ctx.trace.text
-steps = bundled_snapshots(NAME)
-if not steps:
-    st.info(f"No training snapshots of bundled:{NAME} ship with this install.")
+models = models_with_snapshots()
+if not models:
+    st.info("No training snapshots of a bundled model ship with this install.")
     st.stop()
+name = ui.select("Model", models, "tl_model", format_func=lambda n: f"bundled:{n}")
+steps = bundled_snapshots(name)
 step = ui.select_slider("Training step (snapshot)", steps, "tl_step", steps[0])
-spec = f"bundled:{NAME}@{step}"
+spec = f"bundled:{name}@{step}"
 model = ui.load_model(spec)
 t = ui.get_trace(spec, text)
 tok = get_tokenizer(model.cfg.tokenizer)
-history = bundled_card(NAME).get("history", [])
+history = bundled_card(name).get("history", [])
 
 
 @st.cache_data(max_entries=8, show_spinner="Running every snapshot on the prompt…")
-def across(text: str, steps: tuple[int, ...]) -> tuple[list[int], np.ndarray, list[float], list[str]]:
-    """Each snapshot's probabilities of the last snapshot's top-5 next tokens, its loss, its top token."""
-    traces = [gptviz.run(ui.load_model(f"bundled:{NAME}@{s}"), text) for s in steps]  # models cached once
-    ids = gen.top_ids(traces[-1].probs(), 5).tolist()
-    favourites = [tok.token_str(int(np.argmax(tr.probs()))) for tr in traces]
-    return ids, next_token_probs(traces, ids), [prompt_loss(tr) for tr in traces], favourites
+def across(name: str, text: str, steps: tuple[int, ...]) -> Sweep:
+    """Every snapshot of ``name`` on the prompt (models cached once, traces not kept)."""
+    traces = [gptviz.run(ui.load_model(f"bundled:{name}@{s}"), text) for s in steps]
+    return snapshot_sweep(traces, steps, get_tokenizer(traces[0].config.tokenizer))
 
 
 val = history_value(history, step)
-ids, matrix, losses, favourites = across(text, tuple(steps))
+sweep = across(name, text, tuple(steps))
+ids, matrix, losses = sweep.ids, sweep.probs, sweep.losses
 c = st.columns(4)
 c[0].metric("snapshot", f"step {step:,}", help=f"{steps.index(step) + 1} of {len(steps)} snapshots")
 c[1].metric("validation loss", f"{val:.3f}" if val is not None else "—", help="From the training log (nats per token)")
@@ -78,9 +76,7 @@ top = gen.top_ids(probs, 10)
 names = [tok.token_str(int(i)) for i in top]
 ui.chart(figures.next_token_distribution(names, probs[top], logits[top], top, t.tokens[-1], projector=P), "tl_next")
 names = [tok.token_str(i) for i in ids]
-summary = pd.DataFrame({"step": steps, "loss on the prompt": losses, "favourite next token": favourites})
-for j, name in enumerate(names):
-    summary[f"p({figures.visible(name)})"] = matrix[:, j]
+summary = sweep.table([figures.visible(n) for n in names])
 ui.chart(
     prediction_timeline(steps, names, matrix, step, projector=P),
     "tl_predictions",

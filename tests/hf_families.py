@@ -70,7 +70,14 @@ def _configs():
         "mistral": (
             tf.MistralConfig,
             tf.MistralForCausalLM,
-            dict(common, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, sliding_window=None),
+            dict(
+                common,
+                hidden_size=64,
+                intermediate_size=96,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                sliding_window=None,
+            ),
         ),
         "qwen2": (
             tf.Qwen2Config,
@@ -80,7 +87,9 @@ def _configs():
         "qwen3": (  # head_dim 24 != 64 / 4, q/k RMSNorm
             tf.Qwen3Config,
             tf.Qwen3ForCausalLM,
-            dict(common, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=24),
+            dict(
+                common, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=24
+            ),
         ),
         "gpt_neox": (  # partial rotary (a quarter of each head), parallel blocks, untied
             tf.GPTNeoXConfig,

@@ -233,7 +233,7 @@ def _pattern(at, key: str = "attn_pattern") -> np.ndarray:
 
 
 def _expected(text: str, layer: int, head: int) -> np.ndarray:
-    p = gptviz.run(gptviz.load_model(MODEL), text)[f"blocks.{layer}.attn.hook_pattern"][head].astype(np.float32)
+    p = gptviz.run(gptviz.load_model(MODEL), text)["pattern", layer][head].astype(np.float32)
     return np.where(np.tril(np.ones_like(p, dtype=bool)), p, np.nan)
 
 

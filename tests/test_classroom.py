@@ -183,6 +183,51 @@ def test_timeline_snapshot_k_is_the_kth_checkpoint():
         assert decode(marker["y"])[0] == pytest.approx(expected, rel=1e-4)
 
 
+def test_timeline_offers_the_bundled_models_with_snapshots(monkeypatch):
+    from gptviz.analysis import timeline
+
+    assert timeline.models_with_snapshots() == [n for n in ("gpt2-style", "seed") if bundled_snapshots(n)]
+    assert "gpt2-style" in timeline.models_with_snapshots() and "seed" not in timeline.models_with_snapshots()
+    monkeypatch.setattr(timeline, "BUNDLED", ("seed", "llama-style", "gpt2-style"))
+    monkeypatch.setattr(timeline, "bundled_snapshots", lambda n: [0, 10] if n != "seed" else [])
+    assert timeline.models_with_snapshots() == ["llama-style", "gpt2-style"]
+
+
+def test_timeline_model_choice_is_in_the_url():
+    at = open_page("9_Training_timeline.py", prompt=PROMPT)
+    assert_ok(at)
+    box = at.selectbox(key="w_tl_model")
+    assert box.value == "gpt2-style" and box.options == ["bundled:gpt2-style"]
+    assert at.query_params.get("tl_model") in ("gpt2-style", ["gpt2-style"])  # written by the page
+    assert (
+        open_page("9_Training_timeline.py", prompt=PROMPT, tl_model="gpt2-style").selectbox(key="w_tl_model").value
+        == "gpt2-style"
+    )
+    wrong = open_page("9_Training_timeline.py", prompt=PROMPT, tl_model="seed")  # no snapshots: not offered
+    assert wrong.selectbox(key="w_tl_model").value == "gpt2-style"
+    assert any("tl_model" in w.value for w in wrong.warning)
+
+
+def test_snapshot_sweep_matches_each_snapshot_run_alone():
+    from gptviz.analysis.timeline import snapshot_sweep
+
+    steps = bundled_snapshots("gpt2-style")[:2]
+    traces = [gptviz.run(gptviz.load_model(f"bundled:gpt2-style@{s}"), PROMPT) for s in steps]
+    tok = gptviz.get_tokenizer(traces[0].config.tokenizer)
+    sweep = snapshot_sweep(traces, steps, tok, k=3)
+    last = torch.softmax(torch.tensor(traces[-1]["hook_logits"][-1], dtype=torch.float64), -1)
+    assert sweep.ids == torch.topk(last, 3).indices.tolist()
+    for s, trace in enumerate(traces):
+        p = torch.softmax(torch.tensor(trace["hook_logits"][-1], dtype=torch.float64), -1)
+        np.testing.assert_allclose(sweep.probs[s], p[sweep.ids].numpy(), rtol=1e-5)
+        assert sweep.favourites[s] == tok.token_str(int(p.argmax()))
+    table = sweep.table(["a", "b", "c"])
+    assert table["step"].tolist() == steps and table.columns[-3:].tolist() == ["p(a)", "p(b)", "p(c)"]
+    np.testing.assert_array_equal(table["p(b)"].to_numpy(), sweep.probs[:, 1])
+    with pytest.raises(ValueError):
+        snapshot_sweep(traces, steps[:1], tok)
+
+
 # --- exports -------------------------------------------------------------------------------------
 
 
@@ -353,7 +398,7 @@ def test_lesson_data_and_checkers_by_hand(model):
     assert L.check_next_token(trace, int(np.argmax(probs)), name_of).correct
     assert not L.check_next_token(trace, int(np.argsort(probs)[-2]), name_of).correct
     layer, head, score = L.best_previous_token_head(trace)
-    pats = np.stack([trace[f"blocks.{i}.attn.hook_pattern"].astype(np.float64) for i in range(model.cfg.n_layer)])
+    pats = np.stack([trace["pattern", i].astype(np.float64) for i in range(model.cfg.n_layer)])
     T = trace.n_tokens
     prev = pats[:, :, np.arange(1, T), np.arange(T - 1)].mean(-1)
     assert (layer, head) == np.unravel_index(np.argmax(prev), prev.shape) and score == pytest.approx(prev.max())

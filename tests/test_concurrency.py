@@ -99,7 +99,7 @@ def session(job) -> dict[str, np.ndarray]:
         "ids": after.ids,
         "tokens": np.asarray(after.tokens, dtype=object),
         "logits": after["hook_logits"],
-        "z": after[f"blocks.{L}.attn.hook_z"],
+        "z": after["z", L],
         "mlp_post": after["blocks.2.mlp.hook_post"],
         "pattern_fig": np.asarray(pattern.data[0].z, dtype=np.float32),
         "pattern_ticks": np.asarray(pattern.layout.xaxis.ticktext, dtype=object),

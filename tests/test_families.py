@@ -226,7 +226,7 @@ def test_shrunk_real_configs_load_in_their_hub_spelling(tmp_path, name):
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="eager").eval()
     with torch.no_grad():
-        for pname, p in hf.named_parameters():
+        for p in hf.parameters():
             p.add_(torch.randn_like(p) * (0.3 if p.dim() == 1 else 0.05))
     hf.save_pretrained(tmp_path)  # in the config's torch_dtype (bfloat16 / float16): loaded as float32
     hf = hf.float()

@@ -74,14 +74,12 @@ def test_every_activation_matches_hugging_face(hf_folder):
     assert len(out.attentions) == cfg.n_layer  # eager returns one pattern per layer
     T = trace.n_tokens
     for i in range(cfg.n_layer):
-        np.testing.assert_allclose(trace[f"blocks.{i}.attn.hook_pattern"], out.attentions[i][0].numpy(), atol=1e-4)
-        np.testing.assert_allclose(trace[f"blocks.{i}.hook_resid_pre"], out.hidden_states[i][0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(trace["pattern", i], out.attentions[i][0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(trace["resid_pre", i], out.hidden_states[i][0].numpy(), atol=1e-4)
         q, k, v = captured[f"qkv{i}"][0].split(cfg.d_model, -1)
         for name, ref in (("q", q), ("k", k), ("v", v)):
-            np.testing.assert_allclose(
-                trace[f"blocks.{i}.attn.hook_{name}"], ref.view(T, cfg.n_head, cfg.d_head).numpy(), atol=1e-4
-            )
-        np.testing.assert_allclose(trace[f"blocks.{i}.mlp.hook_post"], captured[f"act{i}"][0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(trace[name, i], ref.view(T, cfg.n_head, cfg.d_head).numpy(), atol=1e-4)
+        np.testing.assert_allclose(trace["post", i], captured[f"act{i}"][0].numpy(), atol=1e-4)
     # HF's last hidden state is after the final LayerNorm
     np.testing.assert_allclose(trace["ln_final.hook_normalized"], out.hidden_states[-1][0].numpy(), atol=1e-4)
 

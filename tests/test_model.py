@@ -65,7 +65,7 @@ def test_patterns_are_causal_distributions(model):
     trace = gptviz.run(model, TEXT, precision="full")
     T = trace.n_tokens
     for layer in range(model.cfg.n_layer):
-        p = trace[f"blocks.{layer}.attn.hook_pattern"]
+        p = trace["pattern", layer]
         assert p.shape == (model.cfg.n_head, T, T)
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
         assert np.all(p[:, np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0)
@@ -95,24 +95,24 @@ def test_residual_identities_and_attention_steps(model):
         trace["blocks.0.hook_resid_pre"], trace["hook_embed"] + trace["hook_pos_embed"], atol=1e-6
     )
     for i in range(cfg.n_layer):
-        pre, mid, post = (trace[f"blocks.{i}.hook_resid_{s}"] for s in ("pre", "mid", "post"))
-        attn_out, mlp_out = trace[f"blocks.{i}.hook_attn_out"], trace[f"blocks.{i}.hook_mlp_out"]
+        pre, mid, post = (trace[f"resid_{s}", i] for s in ("pre", "mid", "post"))
+        attn_out, mlp_out = trace["attn_out", i], trace["mlp_out", i]
         if cfg.norm == "pre":
             np.testing.assert_allclose(mid, pre + attn_out, atol=1e-5)
             np.testing.assert_allclose(post, mid + mlp_out, atol=1e-5)
         else:  # post-LN: the LayerNorm output is the residual stream
-            np.testing.assert_allclose(mid, trace[f"blocks.{i}.ln1.hook_normalized"], atol=1e-6)
-            np.testing.assert_allclose(post, trace[f"blocks.{i}.ln2.hook_normalized"], atol=1e-6)
-        scores = trace[f"blocks.{i}.attn.hook_attn_scores"]
+            np.testing.assert_allclose(mid, trace["normalized", i, "ln1"], atol=1e-6)
+            np.testing.assert_allclose(post, trace["normalized", i, "ln2"], atol=1e-6)
+        scores = trace["attn_scores", i]
         T = scores.shape[-1]
         masked = np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, scores)
         softmax = np.exp(masked - masked.max(-1, keepdims=True))
         softmax /= softmax.sum(-1, keepdims=True)
-        pattern = trace[f"blocks.{i}.attn.hook_pattern"]
+        pattern = trace["pattern", i]
         np.testing.assert_allclose(pattern, softmax, atol=1e-6)
-        z = np.einsum("hqk,khd->qhd", pattern, trace[f"blocks.{i}.attn.hook_v"])
-        np.testing.assert_allclose(trace[f"blocks.{i}.attn.hook_z"], z, atol=1e-5)
-        q, k = trace[f"blocks.{i}.attn.hook_q"], trace[f"blocks.{i}.attn.hook_k"]
+        z = np.einsum("hqk,khd->qhd", pattern, trace["v", i])
+        np.testing.assert_allclose(trace["z", i], z, atol=1e-5)
+        q, k = trace["q", i], trace["k", i]
         np.testing.assert_allclose(scores, np.einsum("qhd,khd->hqk", q, k) / np.sqrt(cfg.d_head), atol=1e-5)
 
 

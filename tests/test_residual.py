@@ -17,6 +17,7 @@ from gptviz.analysis.lens import (
     residual_stack,
 )
 from gptviz.figures.residual import mlp_activation_heatmap
+from gptviz.hooks import hook_name
 from tests.apptest_utils import assert_ok, decode, figures, open_page
 from tests.conftest import tiny_model
 
@@ -92,8 +93,8 @@ def test_layernorm_view_reproduces_the_hooks(run):
     for name in names:
         for pos in (0, trace.n_tokens - 1):
             v = layernorm_view(model, trace, name, pos)
-            np.testing.assert_allclose(v.std, trace[f"{name}.hook_scale"][pos, 0], rtol=1e-5)
-            np.testing.assert_allclose(v.output, trace[f"{name}.hook_normalized"][pos], atol=1e-5)
+            np.testing.assert_allclose(v.std, trace[hook_name("scale", norm=name)][pos, 0], rtol=1e-5)
+            np.testing.assert_allclose(v.output, trace[hook_name("normalized", norm=name)][pos], atol=1e-5)
             np.testing.assert_allclose(v.output, (v.x - v.mean) / v.std * v.weight + v.bias, atol=1e-9)
             assert abs(v.normalized.mean()) < 1e-6 and abs(v.normalized.std() - 1) < 1e-2
 

@@ -1,4 +1,6 @@
+import ast
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +62,39 @@ def test_npz_round_trip(tmp_path, gpt2_tiny):
         assert set(back.keys()) == set(trace.keys())
         for name in trace.keys():
             np.testing.assert_array_equal(back[name], trace[name])
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The gptviz modules ``path`` imports anywhere in it (inside functions too: a lazy import
+    is still a cycle for a reader)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names
+            }
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found & modules
+
+
+def test_package_modules_import_one_way():
+    root = Path(gptviz.__file__).parent
+    files = {}
+    for f in root.rglob("*.py"):
+        parts = f.relative_to(root.parent).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {m: _imports(f, set(files)) - {m} for m, f in files.items()}
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            assert m != start, f"{start} imports itself through {sorted(seen)}"
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+    assert "gptviz.io" not in files  # shadowed the standard library's io
+    assert "gptviz.trace" not in graph["gptviz.trace_npz"]
 
 
 def test_unknown_hook_name_is_a_key_error(gpt2_tiny):

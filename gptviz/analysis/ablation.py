@@ -15,6 +15,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from gptviz.hooks import hook_name
+
 Mode = Literal["zero", "mean"]
 
 
@@ -45,12 +47,12 @@ class Ablation:
         for layer, head in self.heads:
             by_layer[layer].append(head)
         for layer, heads in sorted(by_layer.items()):
-            out.append((f"blocks.{layer}.attn.hook_z", _knockout(sorted(heads), self.mode, axis=2)))
+            out.append((hook_name("z", layer), _knockout(sorted(heads), self.mode, axis=2)))
         by_layer = defaultdict(list)
         for layer, neuron in self.neurons:
             by_layer[layer].append(neuron)
         for layer, neurons in sorted(by_layer.items()):
-            out.append((f"blocks.{layer}.mlp.hook_post", _knockout(sorted(neurons), self.mode, axis=2)))
+            out.append((hook_name("post", layer), _knockout(sorted(neurons), self.mode, axis=2)))
         return out
 
     def describe(self) -> str:

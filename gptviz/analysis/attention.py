@@ -104,7 +104,7 @@ def head_stats(trace: Trace, induction: np.ndarray | None = None) -> pd.DataFram
     prompt) and induction (from ``induction_scores``; omitted when ``None``)."""
     rows = []
     for layer in range(trace.config.n_layer):
-        p = trace[f"blocks.{layer}.attn.hook_pattern"]
+        p = trace["pattern", layer]
         ent, prev, first = pattern_entropy(p), previous_token_score(p), first_token_score(p)
         for h in range(trace.config.n_head):
             row = {

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gptviz.config import GPTConfig
+from gptviz.hooks import block_name
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer, get_tokenizer
 from gptviz.trace import Trace
@@ -37,7 +38,7 @@ def residual_stack(trace: Trace) -> np.ndarray:
     after the final LayerNorm for a pre-LN model).
     """
     L = trace.config.n_layer
-    rows = [trace[f"blocks.{i}.hook_resid_pre"] for i in range(L)] + [trace[f"blocks.{L - 1}.hook_resid_post"]]
+    rows = [trace["resid_pre", i] for i in range(L)] + [trace["resid_post", L - 1]]
     return np.stack(rows).astype(np.float32)
 
 
@@ -46,7 +47,7 @@ def residual_stack(trace: Trace) -> np.ndarray:
 
 def layernorm_names(cfg: GPTConfig) -> list[str]:
     """Every LayerNorm of the model, in the order the data meets them."""
-    names = [f"blocks.{i}.{ln}" for i in range(cfg.n_layer) for ln in ("ln1", "ln2")]
+    names = [block_name(i, ln) for i in range(cfg.n_layer) for ln in ("ln1", "ln2")]
     return names + (["ln_final"] if cfg.final_ln else [])
 
 
@@ -71,14 +72,14 @@ def layernorm_input(trace: Trace, name: str) -> np.ndarray:
     """
     cfg = trace.config
     if name == "ln_final":
-        return trace[f"blocks.{cfg.n_layer - 1}.hook_resid_post"]
-    _, i, ln = name.split(".")
-    b = f"blocks.{i}"
+        return trace["resid_post", cfg.n_layer - 1]
+    _, layer, ln = name.split(".")
+    i = int(layer)
     if cfg.norm == "pre":
-        return trace[f"{b}.hook_resid_pre"] if ln == "ln1" else trace[f"{b}.hook_resid_mid"]
+        return trace["resid_pre", i] if ln == "ln1" else trace["resid_mid", i]
     if ln == "ln1":
-        return trace[f"{b}.hook_resid_pre"] + trace[f"{b}.hook_attn_out"]
-    return trace[f"{b}.hook_resid_mid"] + trace[f"{b}.hook_mlp_out"]
+        return trace["resid_pre", i] + trace["attn_out", i]
+    return trace["resid_mid", i] + trace["mlp_out", i]
 
 
 def _layernorm_module(model: GPT, name: str):
@@ -200,8 +201,8 @@ def _components(trace: Trace, pos: int) -> list[np.ndarray]:
     """What each component wrote into the residual stream at ``pos``, in model order."""
     out = [trace["hook_embed"][pos].astype(np.float64) + trace["hook_pos_embed"][pos]]
     for i in range(trace.config.n_layer):
-        out.append(trace[f"blocks.{i}.hook_attn_out"][pos].astype(np.float64))
-        out.append(trace[f"blocks.{i}.hook_mlp_out"][pos].astype(np.float64))
+        out.append(trace["attn_out", i][pos].astype(np.float64))
+        out.append(trace["mlp_out", i][pos].astype(np.float64))
     return out
 
 
@@ -255,7 +256,7 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
     for i in range(cfg.n_layer):
         for j, ln_name in enumerate(("ln1", "ln2")):
             parts.append(comps[1 + 2 * i + j])
-            scale = float(trace[f"blocks.{i}.{ln_name}.hook_scale"][pos, 0])
+            scale = float(trace["scale", i, ln_name][pos, 0])
             w, b = weights(getattr(model.blocks[i], ln_name))
             parts = [_frozen_ln(p, scale, w) for p in parts]
             shift = _frozen_ln(shift, scale, w) + b

@@ -1,12 +1,18 @@
 """Numbers for the training timeline: the loss a model gets on the prompt, the card's
-validation loss at a step, and next-token probabilities across snapshots."""
+validation loss at a step, next-token probabilities across snapshots, and which bundled
+models have snapshots to show."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from gptviz.analysis.generation import top_ids
+from gptviz.checkpoints import BUNDLED, bundled_snapshots
+from gptviz.tokenizer import Tokenizer
 from gptviz.trace import Trace
 
 
@@ -34,3 +40,41 @@ def history_value(history: Sequence[Mapping[str, float]], step: int, key: str = 
 def next_token_probs(traces: Sequence[Trace], ids: Sequence[int]) -> np.ndarray:
     """``[len(traces), len(ids)]``: probability of each of ``ids`` after each trace's last token."""
     return np.stack([t.probs()[list(ids)] for t in traces]) if traces else np.zeros((0, len(ids)))
+
+
+def models_with_snapshots() -> list[str]:
+    """The bundled models that ship training snapshots, in ``BUNDLED`` order (the timeline's
+    choices: a model family added with snapshots appears without touching the page)."""
+    return [name for name in BUNDLED if bundled_snapshots(name)]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Every snapshot on one prompt: ``ids`` are the final snapshot's top next tokens,
+    ``probs[s, j]`` snapshot ``s``'s probability of ``ids[j]``, ``losses[s]`` its loss on the
+    prompt, ``favourites[s]`` its own top next token (as text)."""
+
+    steps: tuple[int, ...]
+    ids: list[int]
+    probs: np.ndarray
+    losses: list[float]
+    favourites: list[str]
+
+    def table(self, names: Sequence[str]) -> pd.DataFrame:
+        """One row per snapshot (the chart's data table); ``names`` label ``ids``' columns."""
+        out = pd.DataFrame(
+            {"step": list(self.steps), "loss on the prompt": self.losses, "favourite next token": self.favourites}
+        )
+        for j, name in enumerate(names):
+            out[f"p({name})"] = self.probs[:, j]
+        return out
+
+
+def snapshot_sweep(traces: Sequence[Trace], steps: Sequence[int], tokenizer: Tokenizer, k: int = 5) -> Sweep:
+    """What each snapshot's trace of the same prompt predicts, compared on the final snapshot's
+    ``k`` favourite next tokens (the ones training ends up preferring)."""
+    if len(traces) != len(steps) or not traces:
+        raise ValueError("one trace per step, at least one")
+    ids = top_ids(traces[-1].probs(), k).tolist()
+    favourites = [tokenizer.token_str(int(np.argmax(t.probs()))) for t in traces]
+    return Sweep(tuple(steps), ids, next_token_probs(traces, ids), [prompt_loss(t) for t in traces], favourites)

@@ -273,16 +273,3 @@ def logit_attribution(attr: Attribution, token: str, *, projector: bool = False)
     )
     fig.update_xaxes(type="category")
     return style(fig, projector=projector)
-
-
-__all__ = [
-    "layernorm_figure",
-    "logit_attribution",
-    "logit_lens_heatmap",
-    "mlp_activation_heatmap",
-    "residual_norm_heatmap",
-    "residual_norms",
-    "sublayer_norms",
-    "top_neurons",
-    "top_neurons_bar",
-]

@@ -42,6 +42,7 @@ from gptviz.ui.state import (
     slider,
     toggle,
     view_params,
+    widget_value,
 )
 
 __all__ = [
@@ -50,5 +51,5 @@ __all__ = [
     "forget_widget", "from_url", "get_trace", "keep", "kept", "kept_or_url", "load_model", "md_text", "model_options",
     "multiselect", "nav", "number", "page", "quiz", "quiz_attention", "quiz_next", "quiz_section", "quiz_tokens",
     "select", "select_slider", "set_ablation", "set_choice", "seed_note", "share_link", "sidebar", "slider", "table", "toggle",
-    "view_params",
+    "view_params", "widget_value",
 ]  # fmt: skip

@@ -58,6 +58,12 @@ def set_choice(key: str, value: Any) -> None:
     st.session_state[f"w_{key}"] = value
 
 
+def widget_value(key: str) -> Any:
+    """What the widget of ``key`` shows right now (``None`` if it is not drawn): in its own
+    ``on_change`` callback this is the new choice, before the widget's line keeps it."""
+    return st.session_state.get(f"w_{key}")
+
+
 def forget_widget(key: str) -> None:
     """Drop what the widget of ``key`` shows, so the kept value (or the URL's) wins on its next run."""
     st.session_state.pop(f"w_{key}", None)
