@@ -322,3 +322,35 @@ def test_a_link_naming_an_uncached_model_downloads_nothing_until_two_clicks(onli
     assert not at.exception
     assert find_in_hf_cache(TINY) is not None
     assert not at.error, [e.value for e in at.error]
+
+
+def test_the_file_choice_follows_the_repo_layout():
+    """Real layouts: sharded weights beside Mistral's consolidated.safetensors and a pickle,
+    Llama's original/ folder, a SentencePiece-only tokenizer."""
+    sizes = {
+        "config.json": 1,
+        "generation_config.json": 2,
+        "model.safetensors.index.json": 3,
+        "model-00001-of-00002.safetensors": 4,
+        "model-00002-of-00002.safetensors": 5,
+        "consolidated.safetensors": 6,
+        "pytorch_model.bin": 7,
+        "original/consolidated.00.pth": 8,
+        "tokenizer.model": 9,
+        "tokenizer_config.json": 10,
+        "modeling_custom.py": 11,
+    }
+    picked = {f.path for f in hub._pick(sizes, "org/m", "main")}
+    assert picked == {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    }
+    with_json = {f.path for f in hub._pick({**sizes, "tokenizer.json": 12}, "org/m", "main")}
+    assert "tokenizer.json" in with_json and "tokenizer.model" not in with_json
+    with pytest.raises(hub.DownloadError, match="no config.json"):
+        hub._pick({"model.safetensors": 1}, "org/m", "main")
