@@ -287,13 +287,19 @@ def download(plan: DownloadPlan, progress: Progress | None = None) -> Path:
     from huggingface_hub import hf_hub_download
 
     total = plan.total_bytes
-    done = 0
-    report = progress or (lambda d, t: None)
+    done = shown = 0
+    callback = progress or (lambda d, t: None)
+
+    def report() -> None:  # never backwards, never past the total, whatever the retries did
+        nonlocal shown
+        if done > shown:
+            shown = min(done, total)
+            callback(shown, total)
 
     def sink(n: int) -> None:
         nonlocal done
         done += n
-        report(min(done, total), total)
+        report()
 
     bar = type("_Bar", (_ProgressBar,), {"sink": staticmethod(sink)})
     cache = cache_dir()
@@ -316,9 +322,10 @@ def download(plan: DownloadPlan, progress: Progress | None = None) -> Path:
             raise
         finished += f.size
         done = finished  # a retried or already-cached file counts exactly its size
-        report(done, total)
+        report()
         snapshot = Path(local).parent
     assert snapshot is not None  # every plan has config.json
+    callback(total, total)
     _check_shards(snapshot, plan)
     if plan.revision != plan.commit:
         ref = snapshot.parent.parent / "refs" / plan.revision

@@ -12,6 +12,7 @@ runs ``python -m gptviz download`` in a fresh process with ``HF_ENDPOINT``, as a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import torch
 
 import gptviz
 from gptviz import hub
+from gptviz.__main__ import main as gptviz_main
 from gptviz.checkpoints import CheckpointError, find_in_hf_cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,17 +190,6 @@ def online(monkeypatch, tmp_path, stand_in):
     return stand_in
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gptviz", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_the_suite_runs_offline():
     from huggingface_hub import constants
 
@@ -240,18 +231,31 @@ def test_download_then_load_model_runs_and_refs_main_points_at_the_commit(online
     assert abs(trace.logits() - expected).max() < 1e-4
 
 
+def test_cli_dry_run_prints_the_plan_and_downloads_nothing(online, capsys):
+    assert gptviz_main(["download", TINY, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    plan = hub.plan_download(TINY)
+    assert out.startswith(plan.describe()) and "nothing downloaded" in out
+    assert hub.human_size(plan.total_bytes) in out
+    assert not any(r.startswith("GET /" + TINY) for r in online.requests)
+    assert not Path(os.environ["HF_HUB_CACHE"]).exists() or not any(Path(os.environ["HF_HUB_CACHE"]).rglob("*.*"))
+
+
 def test_cli_download_fetches_in_a_fresh_process_then_the_model_loads(stand_in, tmp_path, monkeypatch):
+    """As a user runs it: HF_ENDPOINT set before huggingface_hub is imported, a progress bar."""
     cache = tmp_path / "hub"
     env = {"HF_ENDPOINT": stand_in.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0"}
-    dry = _cli(["download", TINY, "--dry-run"], env)
-    assert dry.returncode == 0, dry.stderr
-    total = sum(len(stand_in.repos[TINY]["files"][p]) for p in ("config.json", "model.safetensors"))
-    assert "model.safetensors" in dry.stdout and "total" in dry.stdout and "nothing downloaded" in dry.stdout
-    assert not cache.exists() or not any(cache.rglob("*.safetensors"))
-    assert total > 0
-    done = _cli(["download", TINY], env)
+    done = subprocess.run(
+        [sys.executable, "-m", "gptviz", "download", TINY],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
-    assert dry.stdout.splitlines()[0] in done.stdout  # the plan is printed first
+    assert done.stdout.startswith(f"{TINY} @ main (commit aaaaaaaaaaaa)")  # the plan is printed first
+    assert "model.safetensors" in done.stdout and "total" in done.stdout
     assert "100%" in done.stderr  # the tqdm bar ran to the end
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     model = gptviz.load_model(TINY)
@@ -279,15 +283,14 @@ def test_missing_repo_and_revision_and_pickle_only_repo_are_named(online):
         hub.plan_download("../etc/passwd")
 
 
-def test_server_stopped_names_the_spec_and_says_what_to_do(tmp_path):
+def test_server_stopped_names_the_spec_and_says_what_to_do(online, monkeypatch, capsys):
     dead = StandInHub({})
     dead.stop()  # the port is closed now: connection refused
-    env = {"HF_ENDPOINT": dead.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "0"}
-    out = _cli(["download", TINY], env)
-    assert out.returncode == 2
-    assert TINY in out.stderr and "cannot be reached" in out.stderr
-    assert f"python -m gptviz download {TINY}" in out.stderr and "copy the model's folder" in out.stderr
-    assert "Traceback" not in out.stderr
+    monkeypatch.setenv("HF_ENDPOINT", dead.url)
+    assert gptviz_main(["download", TINY]) == 2
+    err = capsys.readouterr().err
+    assert TINY in err and "cannot be reached" in err and dead.url in err
+    assert f"python -m gptviz download {TINY}" in err and "copy the model's folder" in err
 
 
 def test_offline_mode_is_one_clear_error(monkeypatch, tmp_path, stand_in):
@@ -354,3 +357,18 @@ def test_the_file_choice_follows_the_repo_layout():
     assert "tokenizer.json" in with_json and "tokenizer.model" not in with_json
     with pytest.raises(hub.DownloadError, match="no config.json"):
         hub._pick({"model.safetensors": 1}, "org/m", "main")
+
+
+def test_a_commit_revision_downloads_that_snapshot_and_a_gate_met_midway_is_named(online, monkeypatch, tmp_path):
+    plan = hub.plan_download(TINY, revision="a" * 40)
+    folder = hub.download(plan)
+    assert folder.name == "a" * 40 and (folder / "model.safetensors").is_file()
+    assert not (folder.parent.parent / "refs" / "main").exists()  # a commit is not a branch
+    assert gptviz.load_model(str(folder)).cfg.n_layer == 2
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "another-cache"))
+    online.repos[TINY]["gated"] = True  # the licence changed between the plan and the download
+    try:
+        with pytest.raises(hub.DownloadError, match="HF_TOKEN"):
+            hub.download(dataclasses.replace(plan, files=plan.files[:1]))
+    finally:
+        online.repos[TINY]["gated"] = False
