@@ -67,11 +67,12 @@ class DownloadPlan:
 
 def human_size(n: int) -> str:
     """Bytes in the units people read (decimal, as the Hub's own pages show sizes)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"  # unreachable; keeps type checkers calm
+    if n < 1000:
+        return f"{n} B"
+    size, units = n / 1000, ["kB", "MB", "GB", "TB"]
+    while size >= 1000 and len(units) > 1:
+        size, units = size / 1000, units[1:]
+    return f"{size:.1f} {units[0]}"
 
 
 def looks_like_repo_id(name: str) -> bool:
