@@ -1,4 +1,4 @@
-"""One command line for gptviz: ``trace``, ``app``, ``train`` and ``eval`` (``--help`` on each)."""
+"""One command line for gptviz: ``trace``, ``app``, ``train``, ``eval`` and ``download`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from gptviz import hub
+
+    try:
+        plan = hub.plan_download(args.name, revision=args.revision)
+        print(plan.describe())
+        if args.dry_run:
+            print("dry run: nothing downloaded")
+            return 0
+        from tqdm import tqdm
+
+        with tqdm(total=plan.total_bytes, unit="B", unit_scale=True, desc="downloading", file=sys.stderr) as bar:
+            folder = hub.download(plan, progress=lambda done, total: bar.update(done - bar.n))
+    except hub.DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"saved in {folder}")
+    print(f"open it with: gptviz trace TEXT --model {args.name if args.revision == 'main' else folder}")
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     from gptviz.launch import run_app
 
@@ -88,6 +109,7 @@ examples:
   gptviz app --server.port 8600                any streamlit run option passes through
   gptviz eval                                  test-split bits per byte of the bundled model
   gptviz train gpt2-style                      retrain a bundled model
+  gptviz download HuggingFaceTB/SmolLM2-135M   fetch a model from the Hub (the only command that does)
 
 `gptviz COMMAND --help` explains each command. The same from Python and Jupyter:
   import gptviz; trace = gptviz.run(gptviz.load_model("bundled:gpt2-style"), "Hello")
@@ -136,6 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.set_defaults(func=_cmd_app, streamlit_args=[])
+
+    p = sub.add_parser(
+        "download",
+        help="fetch a model from the Hugging Face Hub into the local cache (size shown first)",
+        description="Fetch a model's safetensors weights, config and tokenizer files from the Hugging Face Hub\n"
+        "into the local cache (HF_HUB_CACHE / HF_HOME), printing the files and their total size first.\n"
+        "Pickled weights (.bin, .pt) and code are never downloaded. This is the only way gptviz\n"
+        "touches the network: naming an uncached model elsewhere never starts a download.\n"
+        "A gated repo (e.g. Llama 3.2) needs its licence accepted on the Hub and HF_TOKEN set.",
+        epilog="examples:\n  gptviz download HuggingFaceTB/SmolLM2-135M --dry-run\n"
+        "  gptviz download HuggingFaceTB/SmolLM2-135M\n"
+        '  gptviz trace "Hello" --model HuggingFaceTB/SmolLM2-135M',
+        formatter_class=raw,
+    )
+    p.add_argument("name", help="the Hub repo, org/name")
+    p.add_argument("--revision", default="main", help="branch, tag or commit hash (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="only print the files and the total size")
+    p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser(
         "eval",

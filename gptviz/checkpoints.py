@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from gptviz.config import GPTConfig
 from gptviz.families import FAMILIES, Family, FamilyError, family_of
+from gptviz.hub import not_cached_hint
 from gptviz.model import GPT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -344,7 +345,8 @@ def load_model(spec: str | Path = "bundled:gpt2-style") -> GPT:
             where = ", ".join(str(d) for d in hf_cache_dirs())
             raise CheckpointError(
                 f"{text!r}: not a bundled model ({', '.join('bundled:' + b for b in BUNDLED)}), "
-                f"not an existing file or folder, and not in the Hugging Face cache ({where})"
+                f"not an existing file or folder, and not in the Hugging Face cache ({where})."
+                + (f" {hint}" if (hint := not_cached_hint(text)) else "")
             )
         model.card = {}
     model.name = text if text.split("@")[0] not in BUNDLED else f"bundled:{text}"

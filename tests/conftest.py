@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Every test runs offline: set before anything imports huggingface_hub (it reads the variable once,
+# at import). tests/test_hub.py alone talks to a stand-in Hub it serves on 127.0.0.1.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import pytest
 import torch
 

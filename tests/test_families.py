@@ -209,7 +209,9 @@ def test_context_is_capped_by_max_tokens(tmp_path, monkeypatch):
         _hf_config(folder)
 
 
-REAL_CONFIGS = sorted(p.name for p in (Path(__file__).parent / "fixtures" / "hf_configs").glob("*.json") if ".original" not in p.name)
+REAL_CONFIGS = sorted(
+    p.name for p in (Path(__file__).parent / "fixtures" / "hf_configs").glob("*.json") if ".original" not in p.name
+)
 
 
 @pytest.mark.parametrize("name", REAL_CONFIGS)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import streamlit as st
 
 import gptviz
-from gptviz import export, site
+from gptviz import export, hub, site
 from gptviz.checkpoints import BUNDLED, CheckpointError, cached_gpt2_models
 from gptviz.tokenizer import get_tokenizer
 from gptviz.trace import Trace
@@ -60,10 +61,65 @@ def _model_sidebar() -> str:
     try:
         load_model(spec)
     except (CheckpointError, OSError, ValueError) as exc:
-        sb.error(f"Could not load {md_text(repr(spec))}: {md_text(exc)}. Showing {DEFAULT_MODEL} instead.")
+        sb.error(
+            f"Could not load {md_text(repr(spec))}: {md_text(str(exc).rstrip('.'))}. Showing {DEFAULT_MODEL} instead."
+        )
+        if choice == OTHER and hub.looks_like_repo_id(spec) and not Path(spec).expanduser().exists():
+            _download_offer(spec)
         spec = DEFAULT_MODEL
     keep("model", spec)
     return spec
+
+
+def _download_offer(name: str) -> None:
+    """Offer to fetch an uncached Hub model: a click asks the Hub for the files and their size, a
+    second click downloads them with a progress bar. Nothing reaches the network before a click,
+    so a link naming a model never starts a download. ``GPTVIZ_NO_DOWNLOADS=1`` hides the offer
+    (a shared classroom server whose disk should not fill up)."""
+    if os.environ.get("GPTVIZ_NO_DOWNLOADS", "").strip() not in ("", "0"):
+        return
+    sb = st.sidebar
+    plans = st.session_state.setdefault("hub_plans", {})
+    plan = plans.get(name)
+    if plan is None:
+        if sb.button(
+            f"Look up {name} on the Hugging Face Hub",
+            key="hub_lookup",
+            icon=":material/travel_explore:",
+            help="Asks the Hub which files the model has and their size; nothing is downloaded yet.",
+        ):
+            try:
+                plans[name] = hub.plan_download(name)
+            except hub.DownloadError as exc:
+                sb.error(md_text(exc))
+                return
+            st.rerun()
+        return
+    sb.caption(
+        f"{md_text(plan.repo_id)} @ {plan.commit[:12]}: "
+        + ", ".join(f"{md_text(f.path)} ({hub.human_size(f.size)})" for f in plan.files)
+    )
+    if sb.button(
+        f"Download {name} ({hub.human_size(plan.total_bytes)})",
+        key="hub_download",
+        type="primary",
+        icon=":material/download:",
+        help=f"Safetensors weights, config and tokenizer files only, into {hub.cache_dir()}.",
+    ):
+        bar = sb.progress(0.0, text="Downloading…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(
+                min(1.0, done / total) if total else 1.0, text=f"{hub.human_size(done)} of {hub.human_size(total)}"
+            )
+
+        try:
+            hub.download(plan, progress)
+        except hub.DownloadError as exc:
+            sb.error(md_text(exc))
+            return
+        plans.pop(name, None)
+        st.rerun()
 
 
 def _set_example() -> None:
