@@ -187,6 +187,22 @@ PRESETS: dict[str, GPTConfig] = {
     ),
     # GPT-2 small: learned positions, pre-LN, GELU (tanh), final LN, tied output weights.
     "gpt2": GPTConfig(),
+    # Today's design (Llama 2/3, Mistral, Qwen): rotary positions, pre-norm RMSNorm, a SwiGLU
+    # feed-forward (d_mlp = 8/3 d_model keeps the parameters of a 4x MLP), no biases, grouped-
+    # query attention (here 4 query heads per K/V head), tied output as in the small Llamas.
+    "llama": GPTConfig(
+        n_layer=12,
+        n_head=12,
+        n_kv_heads=4,
+        d_model=768,
+        d_mlp=2048,
+        pos="rotary",
+        norm_kind="rmsnorm",
+        ffn="gated",
+        act="silu",
+        bias=False,
+        ln_eps=1e-5,
+    ),
 }
 
 
