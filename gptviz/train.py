@@ -221,11 +221,12 @@ class TrainState:
     rng: random.Random
     step: int = 0
     best_val: float = math.inf
-    best_weights: Weights | None = None
+    best_state: Weights | None = None  # the model's weights at the best validation so far
     ema: Weights | None = None  # running average of the weights (TrainSpec.ema); None: off
     history: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
+        """What is saved: the objects' own state dicts, the random streams, and the run so far."""
         return {
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
@@ -234,12 +235,13 @@ class TrainState:
             "torch_rng": torch.get_rng_state(),
             "step": self.step,
             "best_val": self.best_val,
-            "best_state": self.best_weights,
+            "best_state": self.best_state,
             "ema": self.ema,
             "history": self.history,
         }
 
     def load_state_dict(self, st: dict) -> None:
+        """Continue from a saved ``state_dict()`` (or one written before the streams were kept)."""
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.gen.set_state(st["gen"])
@@ -249,12 +251,17 @@ class TrainState:
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])
         self.ema = st.get("ema", self.ema)
-        self.step, self.best_val, self.history = st["step"], st["best_val"], st["history"]
-        self.best_weights = st["best_state"]
+        self.step, self.best_val, self.best_state, self.history = (
+            st["step"],
+            st["best_val"],
+            st["best_state"],
+            st["history"],
+        )
 
     def keep_if_best(self, val: float, weights: Weights) -> None:
+        """Keep a copy of ``weights`` if they validate better than the best so far."""
         if val < self.best_val:
-            self.best_val, self.best_weights = val, _copy(weights)
+            self.best_val, self.best_state = val, _copy(weights)
 
 
 def new_state(spec: TrainSpec, cfg: GPTConfig) -> TrainState:
@@ -319,8 +326,12 @@ def validate(state: TrainState, data: RunData, train_loss: float, log: Callable[
     """Score the live weights (and the average), keep the best, and record a history entry."""
     model = state.model
     v, v_new = fixed_slice_loss(model, data.val_ids), fixed_slice_loss(model, data.val_new_ids)
-    entry = {"step": state.step, "train_loss": round(train_loss, 4), "val_loss": round(v, 4)}
-    entry["val_loss_new_cast"] = round(v_new, 4)
+    entry = {
+        "step": state.step,
+        "train_loss": round(train_loss, 4),
+        "val_loss": round(v, 4),
+        "val_loss_new_cast": round(v_new, 4),
+    }
     state.keep_if_best(v, model.state_dict())
     ema_note = ""
     if state.ema is not None:
@@ -347,7 +358,7 @@ def save_best(spec: TrainSpec, state: TrainState, out_dir: Path) -> None:
     Rounded to the saved dtype first, so that the card's numbers are those of the file.
     """
     dtype = getattr(torch, spec.weights_dtype)
-    state.model.load_state_dict({k: t.to(dtype).to(t.dtype) for k, t in state.best_weights.items()})
+    state.model.load_state_dict({k: t.to(dtype).to(t.dtype) for k, t in state.best_state.items()})
     state.model.eval()
     save_checkpoint(state.model, out_dir / f"{spec.name}.safetensors", dtype)
 
