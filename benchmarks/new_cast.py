@@ -25,16 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gptviz
 from gptviz.checkpoints import BUNDLED
+from gptviz.evaluate import token_nll_per_token
 from gptviz.tokenizer import get_tokenizer
-from gptviz.train import (
-    _name_chain,
-    name_words,
-    read_corpus,
-    recast,
-    speaker_names,
-    split_text,
-    token_nll_per_token,
-)
+from gptviz.train_data import _name_chain, name_words, read_corpus, recast, speaker_names, split_text
 
 # Characters of plays that Tiny Shakespeare does not contain; any that the training or
 # validation text names anyway are dropped below.

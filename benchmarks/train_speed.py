@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gptviz.model import GPT, Dropout
 from gptviz.tokenizer import Tokenizer, get_tokenizer
-from gptviz.train import RECIPES, TrainSpec, read_corpus, rename_speakers, speaker_names, split_text
+from gptviz.train import RECIPES, TrainSpec
+from gptviz.train_data import read_corpus, rename_speakers, speaker_names, split_text
 
 BUDGET_MIN = 20.0
 

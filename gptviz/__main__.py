@@ -55,8 +55,9 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     import gptviz
+    from gptviz.evaluate import bits_per_byte
     from gptviz.tokenizer import get_tokenizer
-    from gptviz.train import bits_per_byte, read_corpus, split_text
+    from gptviz.train_data import read_corpus, split_text
 
     model = gptviz.load_model(args.model)
     test = split_text(read_corpus(args.data))[2]

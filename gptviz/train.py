@@ -1,22 +1,24 @@
 """Train the bundled models on Tiny Shakespeare: BPE tokenizer, GPT, model card, snapshots.
 
-Splits are by bytes: first 85% train, next 5% validation (checkpoint selection), last 10% test
-(the reported bits per byte, never used for a choice). Training uses the fused attention path
-(tested equal to the explicit one); the saved weights are the best-validation step.
+``train()`` is the loop, written as nanoGPT's is: sample a batch, set the learning rate, step,
+and every ``eval_every`` steps validate, keep the best weights and save the run's state so an
+interrupted run resumes to the same weights. Around it: the data (``train_data``), the scoring
+(``evaluate``), and the small pieces here (the state, the batch, the weight average, the card).
+Training uses the fused attention path (tested equal to the explicit one); the saved weights are
+the best-validation step. What each recipe's choices bought is in BENCHMARKS.md (recipe history).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import json
 import math
 import random
-import re
 import shlex
 import sys
 import time
-from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,172 +28,50 @@ from tqdm import tqdm
 
 from gptviz.checkpoints import ASSETS, save_checkpoint
 from gptviz.config import GPTConfig, preset
+from gptviz.evaluate import bits_per_byte, fixed_slice_loss, sample, token_nll, token_nll_per_token
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer, get_tokenizer, save_ranks, train_bpe
+from gptviz.train_data import (
+    DEFAULT_DATA,
+    SPEAKER_TAG,
+    SPLITS,
+    _name_chain,
+    invent_name,
+    name_words,
+    read_corpus,
+    recast,
+    rename_speakers,
+    speaker_names,
+    split_text,
+)
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-SPLITS = (0.85, 0.05, 0.10)
+# Re-exported: tests, benchmarks and notebooks import these from ``gptviz.train``.
+__all__ = [
+    "DEFAULT_DATA",
+    "RECIPES",
+    "SPEAKER_TAG",
+    "SPLITS",
+    "TrainSpec",
+    "TrainState",
+    "_name_chain",
+    "bits_per_byte",
+    "ensure_tokenizer",
+    "invent_name",
+    "lr_at",
+    "name_words",
+    "read_corpus",
+    "recast",
+    "rename_speakers",
+    "sample",
+    "speaker_names",
+    "split_text",
+    "token_nll",
+    "token_nll_per_token",
+    "tokenizer_name",
+    "train",
+]
 
-
-def split_text(text: str) -> tuple[str, str, str]:
-    """Train / validation / test by UTF-8 bytes (85 / 5 / 10), cut on character boundaries."""
-    data = text.encode("utf-8")
-    cuts = [int(len(data) * SPLITS[0]), int(len(data) * (SPLITS[0] + SPLITS[1]))]
-    for i, c in enumerate(cuts):
-        while c < len(data) and (data[c] & 0xC0) == 0x80:  # never cut inside a character
-            c += 1
-        cuts[i] = c
-    return (
-        data[: cuts[0]].decode("utf-8"),
-        data[cuts[0] : cuts[1]].decode("utf-8"),
-        data[cuts[1] :].decode("utf-8"),
-    )
-
-
-def read_corpus(path: str | Path | None = None) -> str:
-    path = Path(path) if path else DEFAULT_DATA
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus not found at {path} (pass --data PATH)")
-    return path.read_text(encoding="utf-8")
-
-
-# A speaker tag: a line of its own after a blank line (or at the start), ending in ':'.
-SPEAKER_TAG = re.compile(r"(?:\A|(?<=\n\n))([A-Z][^\n:]{0,40}):(?=\n)")
-
-
-def speaker_names(text: str) -> list[str]:
-    """The cast's proper names: speaker tags written in capitals (``ROMEO``, ``KING RICHARD III``).
-
-    Role tags in mixed case (``First Citizen``, ``Messenger``) recur across plays and are left alone.
-    """
-    return sorted({m for m in SPEAKER_TAG.findall(text) if m.upper() == m and any(c.isalpha() for c in m)})
-
-
-def name_words(cast: list[str]) -> list[str]:
-    """The words of the cast's names (``KING RICHARD III`` -> ``KING``, ``RICHARD``): single-word
-    names to invent from, as most of a new play's cast are. Regnal numbers are left out."""
-    return sorted({w for n in cast for w in n.split() if len(w) >= 3 and w.isalpha() and not set(w) <= set("IVX")})
-
-
-@functools.cache
-def _name_chain(pool: tuple[str, ...]) -> dict[str, list[str]]:
-    """Which letter follows each two letters, and each letter, in the cast's names (``^`` starts,
-    ``$`` ends): the two kinds of key have different lengths, so one dict holds both orders."""
-    chain: defaultdict[str, list[str]] = defaultdict(list)
-    for name in pool:
-        s = f"^^{name}$"
-        for i in range(2, len(s)):
-            chain[s[i - 2 : i]].append(s[i])
-            chain[s[i - 1]].append(s[i])
-    return dict(chain)
-
-
-def invent_name(rng: random.Random, pool: list[str], smooth: float = 0.0) -> str:
-    """A name for a renamed cast, spelled like the pool's (``BAPTISTA``-like, in no play), which
-    a model can only repeat by copying it from its context, as it must in a new play.
-
-    Each letter follows the last two as in the pool's names (a letter-level Markov chain) or,
-    with probability ``smooth``, the last one only. The pure chain only recombines pieces of
-    the training cast, and a model that learns it sharply finds a real new name (``IAGO``,
-    ``PETRUCHIO``) improbable; the smoothed chain spells more ways, as new plays do."""
-    chain = _name_chain(tuple(pool))
-    name = ""
-    for _ in range(20):
-        name, state = "", "^^"
-        while len(name) < 14:
-            c = rng.choice(chain[state[1] if smooth and rng.random() < smooth else state])
-            if c == "$":
-                break
-            name, state = name + c, state[1] + c
-        if len(name) >= 3 and name not in pool:
-            return name
-    return name or rng.choice(pool)
-
-
-def rename_speakers(text: str, rng: random.Random, pool: list[str], smooth: float = 0.0) -> str:
-    """Give the cast of ``text`` other names, consistently: tags and title-case mentions.
-
-    Why: the test plays have a cast the training plays never name, and a model that has
-    memorised ``ROMEO:`` pays ~5 bits per byte on ``PETRUCHIO:``. Renamed windows make the
-    next speaker predictable only by copying a name from the context, which is how a
-    reader (and an induction head) handles a new play.
-    """
-    names = speaker_names(text)
-    if not names:
-        return text
-    mapping: dict[str, str] = {}
-    used: set[str] = set()
-    for old in names:
-        new = invent_name(rng, pool, smooth)
-        for _ in range(10):
-            if new not in used:
-                break
-            new = invent_name(rng, pool, smooth)
-        mapping[old] = new
-        used.add(new)
-    return recast(text, mapping)
-
-
-def recast(text: str, mapping: dict[str, str]) -> str:
-    """Rename speakers by ``mapping`` (``ROMEO`` -> ``GRELONT``): their tags, and their title-case
-    mentions in the lines (``Romeo's man`` -> ``Grelont's man``). Longer names are matched first."""
-    if not mapping:
-        return text
-    text = SPEAKER_TAG.sub(lambda m: mapping.get(m.group(1), m.group(1)) + ":", text)
-    titled = {old.title(): new.title() for old, new in mapping.items()}
-    mention = re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(titled, key=len, reverse=True)) + r")\b")
-    return mention.sub(lambda m: titled[m.group(1)], text)
-
-
-@torch.no_grad()
-def token_nll_per_token(model: GPT, ids: list[int], ctx: int | None = None) -> list[float]:
-    """-log2 p(token) of every token after the first, scored with a sliding window.
-
-    Windows of the model's context, stride half a context: every token after the first is
-    scored exactly once, with at least half a context before it (except at the start).
-    The first token has no context and is not scored.
-    """
-    model.eval()
-    ctx = ctx or model.cfg.n_ctx
-    stride = ctx // 2
-    x = torch.tensor(ids, dtype=torch.long)
-    out: list[float] = []
-    start = 0
-    while True:
-        end = min(start + ctx, len(ids))
-        window = x[start:end][None]
-        logp = F.log_softmax(model(window, fused=True)[0, :-1].float(), -1)
-        nll = -logp.gather(-1, window[0, 1:, None])[:, 0] / math.log(2)
-        first_new = 0 if start == 0 else len(out) - start  # index in nll of the first unscored token
-        out.extend(nll[first_new:].tolist())
-        if end == len(ids):
-            return out
-        start += stride
-
-
-def token_nll(model: GPT, ids: list[int], ctx: int | None = None) -> tuple[float, int]:
-    """Sum of -log2 p(token) over ``ids`` (see ``token_nll_per_token``), and tokens scored."""
-    bits = token_nll_per_token(model, ids, ctx)
-    return sum(bits), len(bits)
-
-
-def bits_per_byte(model: GPT, tokenizer: Tokenizer, text: str) -> float:
-    """Σ −log₂ p(token) / UTF-8 bytes of ``text`` (tokenized once, sliding windows)."""
-    bits, _ = token_nll(model, tokenizer.encode(text))
-    return bits / len(text.encode("utf-8"))
-
-
-@torch.no_grad()
-def sample(model: GPT, tokenizer: Tokenizer, prompt: str, n: int, temperature: float = 0.8, seed: int = 0) -> str:
-    """Sample ``n`` tokens after ``prompt`` (for the model card and quick checks)."""
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    ids = tokenizer.encode(prompt)
-    for _ in range(n):
-        logits = model(torch.tensor([ids[-model.cfg.n_ctx :]]), fused=True)[0, -1]
-        probs = F.softmax(logits / temperature, -1)
-        ids.append(int(torch.multinomial(probs, 1, generator=g)))
-    return tokenizer.decode(ids)
+Weights = dict[str, torch.Tensor]
 
 
 def tokenizer_name(vocab: int, untagged: bool = False) -> str:
@@ -230,8 +110,8 @@ class TrainSpec:
     snapshots: list[int] = field(default_factory=list)
 
     def name_pool(self, cast: list[str]) -> list[str]:
-        """What invented names are spelled from: the cast's tags themselves (no smoothing, as the
-        first recipes) or, with ``name_smoothing``, the words of their names (see invent_name)."""
+        """What invented names are spelled from: the cast's tags themselves (no smoothing) or,
+        with ``name_smoothing``, the words of their names (see invent_name)."""
         return name_words(cast) if self.name_smoothing else cast
 
     @property
@@ -240,6 +120,7 @@ class TrainSpec:
         return tokenizer_name(self.vocab, self.untagged_bpe)
 
     def config(self, tokenizer: Tokenizer) -> GPTConfig:
+        """The model this recipe trains: its preset, resized, for ``tokenizer``'s vocabulary."""
         base = preset(self.preset)
         return base.replace(
             vocab_size=tokenizer.vocab_size,
@@ -284,179 +165,281 @@ def ensure_tokenizer(train_text: str, vocab: int, out_dir: Path, untagged: bool 
     return get_tokenizer(str(path))
 
 
-def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = None, resume: bool = True) -> dict:
-    """Train, keep the best validation weights, write ``<name>.safetensors`` and a card."""
-    t_start = time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class RunData:
+    """The text of a run, tokenized once: what batches are drawn from and what validates."""
+
+    tok: Tokenizer
+    train_text: str
+    test_text: str
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    val_new_ids: torch.Tensor  # the validation text with its cast renamed (see prepare_data)
+    name_pool: list[str]  # what the renamed training windows' names are spelled from
+
+    @property
+    def chars_per_token(self) -> float:
+        return len(self.train_text) / len(self.train_ids)
+
+
+def prepare_data(spec: TrainSpec, out_dir: Path, data: str | Path | None) -> RunData:
+    """Split the corpus, train (once) the tokenizer, and tokenize the splits."""
     train_text, val_text, test_text = split_text(read_corpus(data))
     tok = ensure_tokenizer(train_text, spec.vocab, out_dir, spec.untagged_bpe)
-    cfg = spec.config(tok)
-    train_ids = torch.tensor(tok.encode(train_text), dtype=torch.long)
-    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
-    # Validation with the cast renamed to names no play uses: how well the model copes with a
-    # new play's characters (the plain split continues the last training play, cast and all).
     cast = speaker_names(train_text)
-    val_new_ids = torch.tensor(tok.encode(rename_speakers(val_text, random.Random(0), cast)))
-    name_pool = spec.name_pool(cast)
+    # The plain validation text continues the last training play, cast and all; renamed to names
+    # no play uses, it measures how well the model copes with a new play's characters.
+    val_new = rename_speakers(val_text, random.Random(0), cast)
+    return RunData(
+        tok=tok,
+        train_text=train_text,
+        test_text=test_text,
+        train_ids=torch.tensor(tok.encode(train_text), dtype=torch.long),
+        val_ids=torch.tensor(tok.encode(val_text), dtype=torch.long),
+        val_new_ids=torch.tensor(tok.encode(val_new)),
+        name_pool=spec.name_pool(cast),
+    )
 
+
+def _copy(weights: Weights) -> Weights:
+    return {k: t.clone() for k, t in weights.items()}
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue where it stopped, in one ``state_dict`` shape.
+
+    ``state_dict()`` is what is saved after every validation and ``load_state_dict()`` reads it
+    back on resume, so the two cannot drift. The random streams are part of it: the batches
+    (``gen``), which windows are renamed and to what (``rng``), and the dropout masks (torch's
+    global generator), so a resumed run reaches the same weights as an uninterrupted one.
+    """
+
+    model: GPT
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    rng: random.Random
+    step: int = 0
+    best_val: float = math.inf
+    best_state: Weights | None = None  # the model's weights at the best validation so far
+    ema: Weights | None = None  # running average of the weights (TrainSpec.ema); None: off
+    history: list[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        """What is saved: the objects' own state dicts, the random streams, and the run so far."""
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "gen": self.gen.get_state(),
+            "rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "best_state": self.best_state,
+            "ema": self.ema,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        """Continue from a saved ``state_dict()`` (or one written before the streams were kept)."""
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.gen.set_state(st["gen"])
+        # states written before these were saved lack them: those streams restart from the seed
+        if "rng" in st:
+            self.rng.setstate(st["rng"])
+        if "torch_rng" in st:
+            torch.set_rng_state(st["torch_rng"])
+        self.ema = st.get("ema", self.ema)
+        self.step, self.best_val, self.best_state, self.history = (
+            st["step"],
+            st["best_val"],
+            st["best_state"],
+            st["history"],
+        )
+
+    def keep_if_best(self, val: float, weights: Weights) -> None:
+        """Keep a copy of ``weights`` if they validate better than the best so far."""
+        if val < self.best_val:
+            self.best_val, self.best_state = val, _copy(weights)
+
+
+def new_state(spec: TrainSpec, cfg: GPTConfig) -> TrainState:
+    """A seeded model, AdamW (no weight decay on gains and biases) and the run's random streams."""
     torch.manual_seed(spec.seed)
     model = GPT(cfg)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=spec.lr,
         betas=(0.9, 0.95),
     )
-    gen = torch.Generator().manual_seed(spec.seed)
-    rng = random.Random(spec.seed)  # which windows are renamed, and to what
-    state_path = out_dir / f"{spec.name}.train-state.pt"
-    step, best_val, best_state, history = 0, float("inf"), None, []
-    # exponential moving average of the weights: a cheap ensemble over the last few hundred steps
+    # an average of the last few hundred steps' weights: a cheap ensemble
     ema = {k: t.detach().clone() for k, t in model.state_dict().items()} if spec.ema else None
-    if resume and state_path.exists():
-        st = torch.load(state_path, weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
-        if "rng" in st:
-            rng.setstate(st["rng"])
-        if "torch_rng" in st:
-            torch.set_rng_state(st["torch_rng"])  # dropout masks continue where they stopped
-        step, best_val, best_state, history = st["step"], st["best_val"], st["best_state"], st["history"]
-        ema = st.get("ema", ema)
-        print(f"resumed {spec.name} at step {step}")
-    snap_dir = out_dir / f"{spec.name}-snapshots"
+    gen, rng = torch.Generator().manual_seed(spec.seed), random.Random(spec.seed)
+    return TrainState(model, opt, gen, rng, ema=ema)
 
-    def val_loss(ids: torch.Tensor = val_ids) -> float:
-        model.eval()
-        with torch.no_grad():
-            n = (len(ids) - 1) // cfg.n_ctx
-            xs = ids[: n * cfg.n_ctx + 1]
-            x = xs[:-1].view(n, cfg.n_ctx)
-            y = xs[1:].view(n, cfg.n_ctx)
-            loss = F.cross_entropy(model(x, fused=True).flatten(0, 1), y.flatten())
-        model.train()
-        return loss.item()
 
-    def snapshot(at: int) -> None:
-        if at in spec.snapshots:
-            snap_dir.mkdir(exist_ok=True)
-            save_checkpoint(model, snap_dir / f"step{at:06d}.safetensors", torch.float16, step=str(at))
+def get_batch(spec: TrainSpec, data: RunData, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spec.batch`` random windows of the training text: inputs and next-token targets.
 
-    chars_per_token = len(train_text) / len(train_ids)
+    A ``spec.rename_speakers`` share of them get an invented cast, re-tokenized on the fly: the
+    next speaker is then predictable only by copying a name from the context, as in a new play.
+    """
+    n_ctx = state.model.cfg.n_ctx
+    starts = torch.randint(0, len(data.train_ids) - n_ctx - 1, (spec.batch,), generator=state.gen)
 
     def window(start: int) -> torch.Tensor:
-        """n_ctx + 1 training tokens from ``start``; some with the cast renamed (re-tokenized)."""
-        if spec.rename_speakers and rng.random() < spec.rename_speakers:
-            at = int(start * chars_per_token)
-            text = rename_speakers(train_text[at : at + 8 * (cfg.n_ctx + 1)], rng, name_pool, spec.name_smoothing)
-            ids = tok.encode(text)[: cfg.n_ctx + 1]
-            if len(ids) == cfg.n_ctx + 1:
+        if spec.rename_speakers and state.rng.random() < spec.rename_speakers:
+            at = int(start * data.chars_per_token)
+            text = data.train_text[at : at + 8 * (n_ctx + 1)]
+            ids = data.tok.encode(rename_speakers(text, state.rng, data.name_pool, spec.name_smoothing))[: n_ctx + 1]
+            if len(ids) == n_ctx + 1:  # else the renamed text ran short: keep the plain window
                 return torch.tensor(ids)
-        return train_ids[start : start + cfg.n_ctx + 1]
+        return data.train_ids[start : start + n_ctx + 1]
+
+    chunk = torch.stack([window(s) for s in starts.tolist()])
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+@torch.no_grad()
+def update_ema(ema: Weights, model: GPT, decay: float, step: int) -> None:
+    """Move the average toward the live weights; short memory at first, as early weights are noise."""
+    keep = min(decay, (1 + step) / (10 + step))
+    live = model.state_dict()
+    torch._foreach_lerp_([ema[k] for k in live], list(live.values()), 1.0 - keep)
+
+
+@contextlib.contextmanager
+def weights_swapped(model: GPT, weights: Weights) -> Iterator[None]:
+    """Run the model with other weights (the average) for a while, then put the live ones back."""
+    live = _copy(model.state_dict())
+    model.load_state_dict(weights)
+    try:
+        yield
+    finally:
+        model.load_state_dict(live)
+
+
+def validate(state: TrainState, data: RunData, train_loss: float, log: Callable[[str], None]) -> None:
+    """Score the live weights (and the average), keep the best, and record a history entry."""
+    model = state.model
+    v, v_new = fixed_slice_loss(model, data.val_ids), fixed_slice_loss(model, data.val_new_ids)
+    entry = {
+        "step": state.step,
+        "train_loss": round(train_loss, 4),
+        "val_loss": round(v, 4),
+        "val_loss_new_cast": round(v_new, 4),
+    }
+    state.keep_if_best(v, model.state_dict())
+    ema_note = ""
+    if state.ema is not None:
+        with weights_swapped(model, state.ema):
+            v_ema = fixed_slice_loss(model, data.val_ids)
+        entry["val_loss_ema"] = round(v_ema, 4)
+        state.keep_if_best(v_ema, state.ema)
+        ema_note = f"  ema {v_ema:.3f}"
+    state.history.append(entry)
+    log(
+        f"step {state.step}: train {train_loss:.3f}  val {v:.3f}{ema_note} (best {state.best_val:.3f})  new cast {v_new:.3f}"
+    )
+
+
+def save_snapshot(model: GPT, snap_dir: Path, step: int) -> None:
+    """A float16 copy of the weights at ``step`` (``bundled:NAME@STEP``, the training timeline)."""
+    snap_dir.mkdir(exist_ok=True)
+    save_checkpoint(model, snap_dir / f"step{step:06d}.safetensors", torch.float16, step=str(step))
+
+
+def save_best(spec: TrainSpec, state: TrainState, out_dir: Path) -> None:
+    """Write the best weights as ``<name>.safetensors``, leaving them in the model as saved.
+
+    Rounded to the saved dtype first, so that the card's numbers are those of the file.
+    """
+    dtype = getattr(torch, spec.weights_dtype)
+    state.model.load_state_dict({k: t.to(dtype).to(t.dtype) for k, t in state.best_state.items()})
+    state.model.eval()
+    save_checkpoint(state.model, out_dir / f"{spec.name}.safetensors", dtype)
+
+
+def model_card(spec: TrainSpec, state: TrainState, data: RunData, snap_dir: Path, wall_time_s: float) -> dict:
+    """What the run was and what the saved weights score (documented in the README's model table)."""
+    model, tok = state.model, data.tok
+    return {
+        "name": spec.name,
+        "config": model.cfg.to_dict(),
+        "parameters": model.num_params(),
+        "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "file": f"{tok.name}.tiktoken"},
+        "data": "Tiny Shakespeare (char-rnn, MIT), splits by bytes 85/5/10 train/val/test",
+        "training": dict(spec.__dict__),
+        "tokens_seen": state.step * spec.batch * model.cfg.n_ctx,
+        "train_loss_nats": state.history[-1]["train_loss"],
+        "best_val_loss_nats": round(state.best_val, 4),
+        "val_loss_fixed_slice_nats": round(fixed_slice_loss(model, data.val_ids), 4),
+        "val_loss_new_cast_nats": round(fixed_slice_loss(model, data.val_new_ids), 4),
+        "test_bits_per_byte": round(bits_per_byte(model, tok, data.test_text), 4),
+        "history": state.history,
+        "sample": sample(model, tok, "ROMEO:", 200),
+        "wall_time_s": round(wall_time_s, 1),
+        "command": _command_line(),
+        "snapshots": sorted(p.name for p in snap_dir.glob("*.safetensors")) if snap_dir.exists() else [],
+    }
+
+
+def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = None, resume: bool = True) -> dict:
+    """Train, keep the best validation weights, write ``<name>.safetensors`` and a card."""
+    t_start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = prepare_data(spec, out_dir, data)
+    state = new_state(spec, spec.config(run.tok))
+    model, opt = state.model, state.opt
+    state_path = out_dir / f"{spec.name}.train-state.pt"
+    snap_dir = out_dir / f"{spec.name}-snapshots"
+    if resume and state_path.exists():
+        state.load_state_dict(torch.load(state_path, weights_only=True))
+        print(f"resumed {spec.name} at step {state.step}")
 
     model.train()
-    bar = tqdm(total=spec.steps, initial=step, desc=spec.name, unit="step", dynamic_ncols=True)
-    tokens_per_step = spec.batch * cfg.n_ctx
+    bar = tqdm(total=spec.steps, initial=state.step, desc=spec.name, unit="step", dynamic_ncols=True)
+    tokens_per_step = spec.batch * model.cfg.n_ctx
     t0, done_here = time.time(), 0
-    while step < spec.steps:
-        snapshot(step)
-        starts = torch.randint(0, len(train_ids) - cfg.n_ctx - 1, (spec.batch,), generator=gen)
-        chunk = torch.stack([window(s) for s in starts.tolist()])
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec)
-        loss = F.cross_entropy(model(chunk[:, :-1], fused=True).flatten(0, 1), chunk[:, 1:].flatten())
+    while state.step < spec.steps:
+        if state.step in spec.snapshots:
+            save_snapshot(model, snap_dir, state.step)
+        x, y = get_batch(spec, run, state)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(state.step, spec)
+        loss = F.cross_entropy(model(x, fused=True).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                # short memory at first (the early weights are noise), spec.ema later
-                keep = min(spec.ema, (1 + step) / (10 + step))
-                live = model.state_dict()
-                torch._foreach_lerp_([ema[k] for k in live], list(live.values()), 1.0 - keep)
-        step += 1
+        if state.ema is not None:
+            update_ema(state.ema, model, spec.ema, state.step)
+        state.step += 1
         done_here += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_per_step * done_here / (time.time() - t0):.0f}")
-        if step % spec.eval_every == 0 or step == spec.steps:
-            v, v_new = val_loss(), val_loss(val_new_ids)
-            entry = {
-                "step": step,
-                "train_loss": round(loss.item(), 4),
-                "val_loss": round(v, 4),
-                "val_loss_new_cast": round(v_new, 4),
-            }
-            if v < best_val:
-                best_val = v
-                best_state = {k: t.clone() for k, t in model.state_dict().items()}
-            if ema is not None:
-                live = {k: t.clone() for k, t in model.state_dict().items()}
-                model.load_state_dict(ema)
-                entry["val_loss_ema"] = round(v_ema := val_loss(), 4)
-                if v_ema < best_val:
-                    best_val = v_ema
-                    best_state = {k: t.clone() for k, t in ema.items()}
-                model.load_state_dict(live)
-            history.append(entry)
-            ema_note = f"  ema {entry['val_loss_ema']:.3f}" if ema is not None else ""
-            bar.write(
-                f"step {step}: train {loss.item():.3f}  val {v:.3f}{ema_note} (best {best_val:.3f})  new cast {v_new:.3f}"
-            )
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "gen": gen.get_state(),
-                    "rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "best_val": best_val,
-                    "best_state": best_state,
-                    "ema": ema,
-                    "history": history,
-                },
-                state_path,
-            )
+        if state.step % spec.eval_every == 0 or state.step == spec.steps:
+            validate(state, run, loss.item(), log=bar.write)
+            torch.save(state.state_dict(), state_path)
     bar.close()
-    snapshot(step)
-    dtype = getattr(torch, spec.weights_dtype)
-    # the card's numbers are those of the weights as saved (rounded to float16 if so)
-    model.load_state_dict({k: t.to(dtype).to(t.dtype) for k, t in best_state.items()})
-    model.eval()
-    save_checkpoint(model, out_dir / f"{spec.name}.safetensors", dtype)
-    card = {
-        "name": spec.name,
-        "config": cfg.to_dict(),
-        "parameters": model.num_params(),
-        "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "file": f"{tok.name}.tiktoken"},
-        "data": "Tiny Shakespeare (char-rnn, MIT), splits by bytes 85/5/10 train/val/test",
-        "training": {k: v for k, v in spec.__dict__.items()},
-        "tokens_seen": step * tokens_per_step,
-        "train_loss_nats": history[-1]["train_loss"],
-        "best_val_loss_nats": round(best_val, 4),
-        "val_loss_fixed_slice_nats": round(val_loss(), 4),
-        "val_loss_new_cast_nats": round(val_loss(val_new_ids), 4),
-        "test_bits_per_byte": round(bits_per_byte(model, tok, test_text), 4),
-        "history": history,
-        "sample": sample(model, tok, "ROMEO:", 200),
-        "wall_time_s": round(time.time() - t_start, 1),
-        "command": _command_line(),
-        "snapshots": sorted(p.name for p in snap_dir.glob("*.safetensors")) if snap_dir.exists() else [],
-    }
+
+    if state.step in spec.snapshots:
+        save_snapshot(model, snap_dir, state.step)
+    save_best(spec, state, out_dir)
+    card = model_card(spec, state, run, snap_dir, wall_time_s=time.time() - t_start)
     (out_dir / f"{spec.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     state_path.unlink(missing_ok=True)
     return card
 
 
-# 3 in 4 windows get an invented cast (see rename_speakers). No dropout on the attention
-# pattern: fused attention then runs ~3x faster on CPU, which buys a 5-layer d=192 model in
-# the budget; stored in float16 to keep the bundle under 30 MB. Weight decay 0.4 (was 0.1)
-# won 0.8% of validation bits per byte, a 2,048-token BPE (was 1,024) 0.3% more on the
-# validation text with a new cast (benchmarks/new_cast.py); decay 0.8, or 10% of the input
-# tokens replaced by unigram draws, validated worse.
+# 3 in 4 windows get an invented cast (see get_batch), spelled by the smoothed chain (see
+# invent_name). No dropout on the attention pattern: fused attention then runs ~3x faster on
+# CPU, which pays for 5 layers at d=192 within the time budget; float16 keeps the bundle under
+# 30 MB. Weight decay, vocabulary and the rest were chosen on the validation split, plain and with
+# a new cast (BENCHMARKS.md, "Recipe history").
 _GPT2_STYLE = TrainSpec(
     name="gpt2-style",
     preset="gpt2",
@@ -475,17 +458,15 @@ _GPT2_STYLE = TrainSpec(
     untagged_bpe=True,
     ema=0.998,
     weights_dtype="float16",
-    eval_every=200,  # a validation pass is ~2 steps' time; every 100 steps cost ~5% of the run
+    eval_every=200,  # a validation pass takes ~2 steps' time: every 100 steps would cost ~5% of the run
     snapshots=[0, 100, 600, 2400],
 )
 
 RECIPES: dict[str, TrainSpec] = {
     "gpt2-style": _GPT2_STYLE,
-    # The same recipe at the first recipes' size (4 layers, d=160) and vocabulary (1,024: its
-    # embedding and separate output layer would add 2 x 1,024 x 160 weights to the bundle's
-    # 30 MB), no snapshots.
-    # Post-LN trains poorly at the pre-LN learning rate (stuck near the unigram loss for
-    # hundreds of steps in our first run), so the seed model warms up longer at a lower peak.
+    # The same recipe at 4 layers, d=160, and a 1,024-token vocabulary: its separate output
+    # layer pays for the vocabulary twice in the bundle's 30 MB. Post-LN stalls near the unigram
+    # loss at the pre-LN learning rate, so it warms up longer to a lower peak.
     "seed": dataclasses.replace(
         _GPT2_STYLE,
         name="seed",
@@ -497,7 +478,7 @@ RECIPES: dict[str, TrainSpec] = {
         n_layer=4,
         lr=1e-3,
         warmup=300,
-        weight_decay=0.1,  # 0.4 validated worse here (3.563 vs 3.535 nats/token): still learning at the end
+        weight_decay=0.1,  # still learning at its last step: more decay validated worse
         snapshots=[],
     ),
 }
