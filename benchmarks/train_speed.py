@@ -92,11 +92,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--recipes", nargs="*", default=list(RECIPES), help="which recipes (default: all)")
+    ap.add_argument("--no-dropout-study", action="store_true", help="skip the dropout side-by-side")
     args = ap.parse_args()
     steps = 3 if args.quick else args.steps
     print(f"torch threads: {torch.get_num_threads()}")
     print("| recipe | parameters | s/step | tokens/s | projected run (min) | run / 20 min |\n|---|---|---|---|---|---|")
-    for name, spec in RECIPES.items():
+    for name in args.recipes:
+        spec = RECIPES[name]
         tok = get_tokenizer(spec.tokenizer_name)
         cfg = spec.config(tok)
         torch.manual_seed(0)
@@ -107,7 +110,8 @@ def main() -> None:
             f"| {name} | {model.num_params():,} | {per:.3f} | {spec.batch * cfg.n_ctx / per:,.0f} | "
             f"{minutes:.1f} | {minutes / BUDGET_MIN:.2f} |"
         )
-    compare_dropout(max(2, steps // 2))
+    if not args.no_dropout_study:
+        compare_dropout(max(2, steps // 2))
 
 
 def overheads(spec: TrainSpec, model: GPT, tok: Tokenizer) -> float:

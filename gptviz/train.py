@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,8 @@ class TrainSpec:
     ema: float = 0.0  # decay of a running average of the weights, kept if it validates better; 0: off
     weights_dtype: str = "float32"  # "float16" halves the file (the bundle's 30 MB budget)
     snapshots: list[int] = field(default_factory=list)
+    n_kv_heads: int | None = None  # fewer K/V heads than query heads: grouped-query attention
+    changes: dict[str, Any] = field(default_factory=dict)  # other GPTConfig fields (design studies)
 
     def name_pool(self, cast: list[str]) -> list[str]:
         """What invented names are spelled from: the cast's tags themselves (no smoothing) or,
@@ -132,7 +135,9 @@ class TrainSpec:
             dropout=self.dropout,
             attn_dropout=self.attn_dropout,
             act=self.act if self.preset != "seed" else "relu",
+            n_kv_heads=self.n_kv_heads,
             tokenizer=tokenizer.name,
+            **self.changes,
         )
 
 
@@ -480,5 +485,17 @@ RECIPES: dict[str, TrainSpec] = {
         warmup=300,
         weight_decay=0.1,  # still learning at its last step: more decay validated worse
         snapshots=[],
+    ),
+    # Today's design at gpt2-style's size and recipe: rotary positions, RMSNorm, a SwiGLU
+    # feed-forward (d_mlp 512 = 8/3 x 192: the parameters of gpt2-style's 4x MLP) and 2 K/V
+    # heads shared by the 4 query heads.
+    "llama-style": dataclasses.replace(
+        _GPT2_STYLE,
+        name="llama-style",
+        preset="llama",
+        act="silu",
+        n_kv_heads=2,
+        d_mlp=512,
+        snapshots=[0, 100, 600, 2400],
     ),
 }
