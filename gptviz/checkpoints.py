@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import torch
@@ -108,9 +109,29 @@ def bundled_tokenizer_name(name: str = BUNDLED[0]) -> str:
 
 
 def bundled_snapshots(name: str) -> list[int]:
-    """Training steps for which a snapshot of bundled model ``name`` ships, ascending."""
+    """Training steps for which a snapshot of bundled model ``name`` ships, ascending (step 0
+    may be rebuilt from the recorded seed instead of stored: see ``initial_weights``)."""
     folder = ASSETS / f"{name}-snapshots"
-    return sorted(int(p.stem.removeprefix("step")) for p in folder.glob("step*.safetensors"))
+    steps = {int(p.stem.removeprefix("step")) for p in folder.glob("step*.safetensors")}
+    if bundled_card(name).get("training", {}).get("rebuild_step0"):
+        steps.add(0)
+    return sorted(steps)
+
+
+_INIT_LOCK = threading.Lock()
+
+
+def initial_weights(card: dict) -> GPT:
+    """The model exactly as training started it: the same config and seed, GPT's init, rounded
+    to float16 like a stored snapshot. The global RNG is forked, so nothing else's draws move."""
+    cfg = GPTConfig.from_dict(card["config"])
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(card["training"]["seed"])
+        model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    return model.eval()
 
 
 def _load_bundled(name: str) -> GPT:
@@ -122,7 +143,8 @@ def _load_bundled(name: str) -> GPT:
             raise CheckpointError(
                 f"bundled model {base!r} has no snapshot at step {step!r}; steps: {bundled_snapshots(base)}"
             )
-        model = load_checkpoint(ASSETS / f"{base}-snapshots" / f"step{int(step):06d}.safetensors")
+        path = ASSETS / f"{base}-snapshots" / f"step{int(step):06d}.safetensors"
+        model = load_checkpoint(path) if path.is_file() else initial_weights(bundled_card(base))
     else:
         model = load_checkpoint(ASSETS / f"{base}.safetensors")
     model.card = bundled_card(base)

@@ -52,3 +52,27 @@ def test_a_state_saved_before_the_rng_and_average_were_kept_still_loads(tmp_path
     assert b.ema is not None and torch.equal(b.ema["embed.weight"], new_state(SPEC, CFG).ema["embed.weight"])
     for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_a_rebuilt_step0_snapshot_equals_the_stored_one(tmp_path):
+    """rebuild_step0 skips writing step 0; initial_weights rebuilds it from the card, bit for bit."""
+    import dataclasses
+
+    from gptviz.checkpoints import initial_weights, load_checkpoint
+    from gptviz.train import train
+
+    text = "ROMEO:\\nBut soft, what light through yonder window breaks?\\n\\nJULIET:\\nAy me.\\n" * 400
+    (tmp_path / "corpus.txt").write_text(text)
+    spec = dataclasses.replace(SPEC, vocab=300, d_model=16, n_layer=1, n_head=2, d_mlp=32, n_ctx=16, batch=4)
+    spec = dataclasses.replace(spec, steps=2, eval_every=2, snapshots=[0], ema=0.0)
+    stored = train(spec, tmp_path / "a", data=tmp_path / "corpus.txt", resume=False)
+    rebuilt = train(
+        dataclasses.replace(spec, rebuild_step0=True), tmp_path / "b", data=tmp_path / "corpus.txt", resume=False
+    )
+    assert stored["snapshots"] == ["step000000.safetensors"] and rebuilt["snapshots"] == []
+    want = load_checkpoint(tmp_path / "a" / "t-snapshots" / "step000000.safetensors").state_dict()
+    torch.manual_seed(123)  # the rebuild must not depend on (or move) the global RNG
+    before = torch.random.get_rng_state()
+    got = initial_weights(rebuilt).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
