@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  gptviz train gpt2-style --steps 200 --out /tmp/models",
         formatter_class=raw,
     )
-    p.add_argument("recipe", choices=["gpt2-style", "seed"], help="which bundled model to train")
+    p.add_argument("recipe", choices=["gpt2-style", "seed", "llama-style"], help="which bundled model to train")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
     p.add_argument("--data", help="corpus path (default: ../shared/data/tinyshakespeare.txt)")
