@@ -126,7 +126,7 @@ def test_a_planted_copying_head_carries_the_strongest_path():
         assert (a.dst_stage, a.dst_layer, a.dst_pos) == (b.src_stage, b.src_layer, b.src_pos)
     # without the plant, the path does not start at that token through that head
     plain = fl.information_flow(tiny_model("gpt2", seed=4), IDS).strongest_path(-1)
-    assert not ((plain.kind == "head") & (plain.head == head) & (plain.src_pos == src)).any()
+    assert not ((plain.kind == "head") & (plain["head"] == head) & (plain.src_pos == src)).any()
 
 
 def test_token_cap():
