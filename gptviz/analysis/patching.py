@@ -178,6 +178,13 @@ def default_metric(model: GPT, clean_ids: Sequence[int], corrupt_ids: Sequence[i
     return LogitDiff(answer, wrong)
 
 
+def top_answers(model: GPT, clean_ids: Sequence[int], corrupt_ids: Sequence[int], k: int = 8) -> list[int]:
+    """The ``k`` likeliest next tokens of each run (clean first), the candidates for a metric."""
+    logits = _forward(model, torch.tensor([list(clean_ids), list(corrupt_ids)]))[:, -1]
+    k = min(k, logits.shape[-1])
+    return list(dict.fromkeys([*logits[0].topk(k).indices.tolist(), *logits[1].topk(k).indices.tolist()]))
+
+
 def patches_for(kind: Kind, n_layer: int, n_head: int, n_tokens: int) -> list[Patch]:
     """Every patch of one kind, in the order of the result's cells (row-major)."""
     if kind in ("resid_pre", "attn_out", "mlp_out"):
