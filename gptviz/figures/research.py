@@ -40,7 +40,7 @@ def patching_heatmap(
     values, raw = np.asarray(result.values, dtype=np.float64), np.asarray(result.raw, dtype=np.float64)
     L = values.shape[0]
     method = "attribution patching (gradient estimate)" if result.method == "attribution" else "activation patching"
-    title = f"{method.capitalize()}: {_kind_title(result.kind)}<br><sup>{_DIRECTION[result.direction]}</sup>"
+    title = f"{method.capitalize()}: {_kind_title(result.kind)}<br><sub>{_DIRECTION[result.direction]}</sub>"
     hover_tail = "normalised %{z:.3f}<br>metric after patch %{customdata[3]:.4f}<extra></extra>"
     if result.kind == "head":
         H = values.shape[1]
