@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from gptviz.analysis.patching import last_position_only
 from gptviz.hooks import hook_name, hooks
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 Method = Literal["gradient_x_input", "integrated_gradients"]
 DEFAULT_STEPS = 64
 MAX_STEPS = 512
-BATCH_BUDGET_BYTES = 256 * 2**20  # a batch's logits ([k, T, V] float32) stay under this
+BATCH_BUDGET_BYTES = 256 * 2**20  # a batch's activations and their gradients stay about under this
 
 
 class AttributionError(ValueError):
@@ -97,10 +98,12 @@ def logit_function(model: GPT, ids: Sequence[int], target: int, contrast: int | 
         if tid is not None and not 0 <= int(tid) < V:
             raise AttributionError(f"{name} token {tid} is outside the vocabulary (0..{V - 1})")
     base = torch.tensor([list(ids)], device=_device(model))
+    last = pos in (-1, len(ids) - 1)  # then only the last position is unembedded
+    extra = [last_position_only(model)] if last else []
 
     def f(emb: torch.Tensor) -> torch.Tensor:
-        with hooks(model, [(hook_name("embed"), lambda _x, _n: emb)]):
-            logits = model(base.expand(emb.shape[0], -1))[:, pos]
+        with hooks(model, [(hook_name("embed"), lambda _x, _n: emb), *extra]):
+            logits = model(base.expand(emb.shape[0], -1))[:, -1 if last else pos]
         out = logits[:, target]
         return out - logits[:, contrast] if contrast is not None else out
 
@@ -174,7 +177,9 @@ def integrated_gradients(
     base = _baseline(x, fixed)
     alphas, weights = gauss_legendre(steps)
     T = len(ids)
-    bs = batch_size or int(max(1, min(steps, BATCH_BUDGET_BYTES // (T * model.cfg.vocab_size * 4))))
+    cfg = model.cfg
+    per_row = 8 * (T * (16 * cfg.d_model + 4 * cfg.d_mlp + 3 * cfg.n_head * T) + 2 * cfg.vocab_size)  # x2: backward
+    bs = batch_size or int(max(1, min(steps, BATCH_BUDGET_BYTES // per_row)))
     total = torch.zeros_like(x)
     a_all = torch.tensor(alphas, dtype=x.dtype, device=x.device)
     w_all = torch.tensor(weights, dtype=x.dtype, device=x.device)

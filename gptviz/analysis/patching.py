@@ -57,7 +57,7 @@ KIND_LABELS = {
 # patches) fits, every (layer, head, position) at 64 tokens does not.
 MAX_WORK = 4096
 MAX_TOKENS = 256  # the longest prompt pair patched per request
-LOGITS_BUDGET_BYTES = 256 * 2**20  # a batch's logits ([k, T, V] float32) stay under this
+LOGITS_BUDGET_BYTES = 256 * 2**20  # a patched batch's activations and logits stay about under this
 
 
 class PatchingError(ValueError):
@@ -211,27 +211,46 @@ def _hook(kind: Kind, layer: int) -> str:
     return hook_name("z" if kind in ("head", "head_pos") else kind, layer)
 
 
+def last_position_only(model: GPT) -> tuple[str, Callable[[torch.Tensor, str], torch.Tensor]]:
+    """A hook that keeps only the last position of the stream the unembedding reads (the final
+    norm's output, else the last block's output), so a patched run computes the logits ``[B, 1,
+    V]`` it needs rather than ``[B, T, V]``: at GPT-2-small shape and 20 tokens the unembedding
+    is about a third of a forward pass. Positions before the last are complete by then (the
+    model is causal and nothing after this point mixes positions)."""
+    points = getattr(model, "hook_points", {})
+    name = "ln_final.hook_normalized"
+    if getattr(model, "ln_final", None) is None or name not in points:
+        name = hook_name("resid_post", model.cfg.n_layer - 1)
+    return name, lambda x, _n: x[:, -1:]
+
+
 def _forward(model: GPT, ids: torch.Tensor, fwd_hooks: list | None = None) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.no_grad(), hooks(model, fwd_hooks or []):
         return model(ids.to(device))
 
 
-def _capture(model: GPT, ids: Sequence[int], names: set[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _capture(
+    model: GPT, ids: Sequence[int], names: set[str], extra: list | None = None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The activations ``names`` (batch axis dropped) and the logits of one run."""
     acts: dict[str, torch.Tensor] = {}
 
     def grab(x: torch.Tensor, name: str) -> None:
         acts[name] = x[0].detach().clone()
 
-    logits = _forward(model, torch.tensor([list(ids)]), [(lambda n: n in names, grab)])
+    logits = _forward(model, torch.tensor([list(ids)]), [(lambda n: n in names, grab), *(extra or [])])
     return acts, logits
 
 
 def _batch_size(model: GPT, n_tokens: int, requested: int | None) -> int:
+    """Rows per patched forward pass: as many as keep one batch's activations (the residual
+    stream and the feed-forward's several times over, the attention patterns) and its logits
+    (last position only) under ``LOGITS_BUDGET_BYTES``."""
     if requested is not None:
         return max(1, int(requested))
-    per_row = n_tokens * model.cfg.vocab_size * 4
+    cfg = model.cfg
+    per_row = 4 * (n_tokens * (16 * cfg.d_model + 4 * cfg.d_mlp + 3 * cfg.n_head * n_tokens) + 2 * cfg.vocab_size)
     return int(max(1, min(256, LOGITS_BUDGET_BYTES // max(per_row, 1))))
 
 
@@ -264,8 +283,9 @@ def run_patches(
     metric = metric or default_metric(model, clean_ids, corrupt_ids)
     src_ids, dst_ids = (clean_ids, corrupt_ids) if direction == "denoise" else (corrupt_ids, clean_ids)
     names = {_hook(p.kind, p.layer) for p in patches}
-    src, src_logits = _capture(model, src_ids, names)
-    dst_logits = _forward(model, torch.tensor([list(dst_ids)]))
+    last = [last_position_only(model)] if metric.pos in (-1, n - 1) else []
+    src, src_logits = _capture(model, src_ids, names, last)
+    dst_logits = _forward(model, torch.tensor([list(dst_ids)]), last)  # the same path as the patched runs
     m_src, m_dst = float(metric(src_logits)[0]), float(metric(dst_logits)[0])
     m_clean, m_corrupt = (m_src, m_dst) if direction == "denoise" else (m_dst, m_src)
     bs = _batch_size(model, n, batch_size)
@@ -273,7 +293,7 @@ def run_patches(
     out = np.empty(len(patches), dtype=np.float64)
     for start in range(0, len(patches), bs):
         chunk = patches[start : start + bs]
-        fwd = _chunk_hooks(chunk, src, n)
+        fwd = _chunk_hooks(chunk, src, n) + last
         logits = _forward(model, base.expand(len(chunk), n), fwd)
         out[start : start + len(chunk)] = metric(logits).double().cpu().numpy()
         if progress is not None:
