@@ -61,6 +61,7 @@ if opened:
     )  # fmt: skip
 st.subheader("The strongest path")
 show = path.assign(
+    head=path["head"].where(path["head"] >= 0).astype("Int64"),  # blank for residual and feed-forward edges
     source=[f"{s} {lay}, {p}: {tokens[p]!r}" for s, lay, p in zip(path.src_stage, path.src_layer, path.src_pos, strict=True)],
     target=[f"{s} {lay}, {p}: {tokens[p]!r}" for s, lay, p in zip(path.dst_stage, path.dst_layer, path.dst_pos, strict=True)],
 )[["kind", "layer", "head", "source", "target", "weight"]]  # fmt: skip

@@ -421,7 +421,8 @@ def attribution_patching(
     with torch.enable_grad(), hooks(model, [(lambda nm: nm in names, keep)]):
         logits = model(torch.tensor([list(dst_ids)], device=device))
         m = metric(logits)[0]
-        grads = torch.autograd.grad(m, [acts[nm] for nm in names])
+        grads = torch.autograd.grad(m, [acts[nm] for nm in names], allow_unused=True)
+    grads = [torch.zeros_like(acts[nm]) if g is None else g for nm, g in zip(names, grads, strict=True)]
     m_dst = float(m.detach())
     m_src = float(metric(src_logits)[0])
     m_clean, m_corrupt = (m_src, m_dst) if direction == "denoise" else (m_dst, m_src)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MAX_EDGES = 4000  # the flow graph draws at most this many edges (the strongest)
 PATH_COLOR = "#D55E00"
+MLP_BEND = 0.3  # feed-forward edges bend this far right of the residual edge they run beside
 EDGE_COLORS = {"head": QUALITATIVE[0], "resid": "#9AA0A6", "mlp": QUALITATIVE[2]}
 _DIRECTION = {
     "denoise": "clean → corrupted (denoising): 1 = restores the clean answer",
@@ -39,8 +40,10 @@ def patching_heatmap(
     value and the raw metric after the patch; ``customdata`` = (layer, head or -1, position or -1)."""
     values, raw = np.asarray(result.values, dtype=np.float64), np.asarray(result.raw, dtype=np.float64)
     L = values.shape[0]
-    method = "attribution patching (gradient estimate)" if result.method == "attribution" else "activation patching"
-    title = f"{method.capitalize()}: {_kind_title(result.kind)}<br><sub>{_DIRECTION[result.direction]}</sub>"
+    method = (
+        "Gradient estimate (attribution patching)" if result.method == "attribution" else "Exact (activation patching)"
+    )
+    title = f"{method}<br><sub>{_kind_title(result.kind)}; {_DIRECTION[result.direction]}</sub>"
     hover_tail = "normalised %{z:.3f}<br>metric after patch %{customdata[3]:.4f}<extra></extra>"
     if result.kind == "head":
         H = values.shape[1]
@@ -171,19 +174,29 @@ def flow_graph(
             sel = (kinds == kind) & (bins == b)
             if not sel.any():
                 continue
-            x = np.column_stack([xs0[sel], xs1[sel], np.full(sel.sum(), np.nan)]).ravel()
-            y = np.column_stack([ys0[sel], ys1[sel], np.full(sel.sum(), np.nan)]).ravel()
+            gap = np.full(sel.sum(), np.nan)
+            if kind == "mlp":  # bent to the right of the residual edge it runs beside
+                bend_x, bend_y = xs0[sel] + MLP_BEND, (ys0[sel] + ys1[sel]) / 2
+                x = np.column_stack([xs0[sel], bend_x, xs1[sel], gap]).ravel()
+                y = np.column_stack([ys0[sel], bend_y, ys1[sel], gap]).ravel()
+            else:
+                x = np.column_stack([xs0[sel], xs1[sel], gap]).ravel()
+                y = np.column_stack([ys0[sel], ys1[sel], gap]).ravel()
             traces.append(
                 go.Scatter(x=x, y=y, mode="lines", hoverinfo="skip", showlegend=False,
                            line={"color": EDGE_COLORS[kind], "width": 0.6 + 1.6 * b}, opacity=0.35 + 0.13 * b)
             )  # fmt: skip
     if path is not None and len(path):
-        px = np.column_stack([path.src_pos, path.dst_pos, np.full(len(path), np.nan)]).ravel().astype(float)
-        py = np.column_stack(
-            [[_level(s, lay) for s, lay in zip(path.src_stage, path.src_layer, strict=True)],
-             [_level(s, lay) for s, lay in zip(path.dst_stage, path.dst_layer, strict=True)],
-             np.full(len(path), np.nan)]
-        ).ravel()  # fmt: skip
+        px, py = [], []
+        for k, s0, l0, p0, s1, l1, p1 in zip(path.kind, path.src_stage, path.src_layer, path.src_pos, path.dst_stage,
+                                             path.dst_layer, path.dst_pos, strict=True):  # fmt: skip
+            y0, y1 = _level(s0, l0), _level(s1, l1)
+            if k == "mlp":
+                px += [p0, p0 + MLP_BEND, p1, None]
+                py += [y0, (y0 + y1) / 2, y1, None]
+            else:
+                px += [p0, p1, None]
+                py += [y0, y1, None]
         traces.append(
             go.Scatter(x=px, y=py, mode="lines", hoverinfo="skip", name="strongest path",
                        line={"color": PATH_COLOR, "width": 5})
@@ -198,8 +211,9 @@ def flow_graph(
         if len(edges)
         else []
     )
+    mid_x = (xs0 + xs1) / 2 + np.where(kinds == "mlp", MLP_BEND, 0.0)  # on the bend of a feed-forward edge
     traces.append(
-        go.Scatter(x=(xs0 + xs1) / 2, y=(ys0 + ys1) / 2, mode="markers", hovertext=hover, hoverinfo="text",
+        go.Scatter(x=mid_x, y=(ys0 + ys1) / 2, mode="markers", hovertext=hover, hoverinfo="text",
                    customdata=cd, showlegend=False,
                    marker={"size": 7, "color": [EDGE_COLORS[k] for k in kinds], "opacity": 0.5})
     )  # fmt: skip
