@@ -55,6 +55,21 @@ PAGES: tuple[Page, ...] = (
         CLASSROOM,
         "from random to trained",
     ),
+    Page(
+        "pages/10_Activation_patching.py",
+        "Activation patching",
+        ":material/swap_horiz:",
+        RESEARCH,
+        "which activations carry the answer?",
+    ),
+    Page(
+        "pages/11_Information_flow.py",
+        "Information flow",
+        ":material/hub:",
+        RESEARCH,
+        "which routes lead to the prediction?",
+    ),
+    Page("pages/12_Attribution.py", "Input attribution", ":material/highlight:", RESEARCH, "which tokens matter?"),
 )
 
 

@@ -52,7 +52,7 @@ BENIGN_CONSOLE = [
 
 
 def _page_files() -> list[Path]:
-    return sorted((ROOT / "pages").glob("*.py"))
+    return sorted((ROOT / "pages").glob("*.py"), key=lambda f: int(re.match(r"\d+", f.stem)[0]))  # 1, 2, …, 10
 
 
 def _url_path(file: Path) -> str:

@@ -356,6 +356,9 @@ PAGES = {  # URL parameters that bring out the charts a page only draws on reque
     "7_Lesson.py": {"lesson": "previous-token", "lesson_step": "3"},
     "8_Side_by_side.py": {},
     "9_Training_timeline.py": {},
+    "10_Activation_patching.py": {},
+    "11_Information_flow.py": {},
+    "12_Attribution.py": {"attr_contrastive": "1"},
 }
 
 

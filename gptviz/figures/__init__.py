@@ -32,6 +32,15 @@ from gptviz.figures.output import (
     reshaped_distribution,
     sampling_histogram,
 )
+from gptviz.figures.research import (
+    attribution_bars,
+    attribution_tokens,
+    clicked_cell,
+    clicked_edge,
+    flow_graph,
+    patching_agreement,
+    patching_heatmap,
+)
 from gptviz.figures.residual import (
     layernorm_figure,
     logit_attribution,
@@ -44,6 +53,13 @@ from gptviz.figures.residual import (
 from gptviz.figures.tokens import bpe_merges, token_chips, token_table, trace_chips
 
 __all__ = [
+    "attribution_bars",
+    "attribution_tokens",
+    "clicked_cell",
+    "clicked_edge",
+    "flow_graph",
+    "patching_agreement",
+    "patching_heatmap",
     "layernorm_figure",
     "logit_attribution",
     "logit_lens_heatmap",
