@@ -12,16 +12,15 @@ import json
 import math
 import os
 import pickle
+import re
 import threading
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gptviz.config import GPTConfig
 from gptviz.families import FAMILIES, Family, FamilyError, family_of
-from gptviz.hub import not_cached_hint
 from gptviz.model import GPT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -41,18 +40,61 @@ def save_checkpoint(model: GPT, path: str | Path, dtype: torch.dtype = torch.flo
     save_file(state, str(path), metadata={"config": json.dumps(model.cfg.to_dict()), **meta})
 
 
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Path, state: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+    """Read a safetensors file tensor by tensor into ``state`` (floats as float32); returns its
+    metadata. Plain reads, no memory map, each tensor converted as soon as it is read: loading
+    holds the float32 weights plus one tensor, not the file's pages and a converted copy too."""
+    state = {} if state is None else state
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        size = path.stat().st_size
+        if not 2 <= n <= min(size - 8, 100_000_000):
+            raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+        header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        base = 8 + n
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            start, end = (int(x) for x in info["data_offsets"])
+            dtype, shape = _DTYPES.get(info["dtype"]), [int(d) for d in info["shape"]]
+            if dtype is None:
+                raise ValueError(f"{name}: unsupported dtype {info['dtype']}")
+            nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+            if end - start != nbytes or base + end > size or start < 0:
+                raise ValueError(f"{name}: data offsets {start}..{end} do not fit shape {shape} or the file")
+            raw = torch.empty(nbytes, dtype=torch.uint8)
+            f.seek(base + start)
+            if f.readinto(raw.numpy()) != nbytes:
+                raise ValueError(f"{name}: file ends early")
+            t = raw.view(dtype).reshape(shape)
+            state[name] = t.float() if t.is_floating_point() and dtype != torch.float32 else t
+    return meta
+
+
 def load_checkpoint(path: str | Path) -> GPT:
     """Load a gptviz safetensors checkpoint written by ``save_checkpoint``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    state: dict[str, torch.Tensor] = {}
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+        meta = read_safetensors(path, state)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
     if "config" not in meta:
         raise CheckpointError(f"{path}: no gptviz config in the safetensors metadata")
@@ -60,13 +102,27 @@ def load_checkpoint(path: str | Path) -> GPT:
         cfg = GPTConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: bad config in metadata ({exc})") from exc
-    model = GPT(cfg)
-    _load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
+    return _build(cfg, state, path)
+
+
+def _build(cfg: GPTConfig, state: dict[str, torch.Tensor], path: Path) -> GPT:
+    """The model for ``cfg`` holding ``state``'s tensors themselves: built on the meta device and
+    filled by assignment, so no random init is ever allocated beside the weights."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    _check_state(model, state, path)
+    for k, v in state.items():
+        if v.is_floating_point() and not v.is_contiguous():
+            state[k] = v.contiguous()  # one tensor at a time (transposed GPT-2 Conv1D weights)
+    model.load_state_dict(state, strict=False, assign=True)
+    if cfg.tie_weights:
+        model.unembed.weight = model.embed.weight
+    model.init_buffers()
     return model.eval()
 
 
-def _load_state(model: GPT, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Strict load with shape and dtype checks, reported as one readable error."""
+def _check_state(model: GPT, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Shape and dtype checks against the model's own names, reported as one readable error."""
     expected = model.state_dict()
     if model.cfg.tie_weights:
         expected.pop("unembed.weight")
@@ -89,9 +145,6 @@ def _load_state(model: GPT, state: dict[str, torch.Tensor], path: Path) -> None:
         problems.append(f"not floating point {not_float[:3]}")
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
-    with torch.no_grad():
-        for k, v in expected.items():
-            v.copy_(state[k])
 
 
 # --- the bundled models -------------------------------------------------------------------
@@ -164,6 +217,24 @@ def hf_cache_dirs() -> list[Path]:
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     dirs.append(Path(xdg) / "huggingface" / "hub")
     return list(dict.fromkeys(dirs))
+
+
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """``org/name`` or a bare legacy name (``gpt2``): something the Hub could hold, not a path or a file."""
+    return bool(REPO_ID.fullmatch(name)) and not name.endswith(".safetensors") and ".." not in name
+
+
+def not_cached_hint(name: str) -> str:
+    """One sentence for ``load_model``'s not-found error: how to fetch ``name``, which never happens by itself."""
+    if not looks_like_repo_id(name):
+        return ""
+    return (
+        f"To fetch it from the Hugging Face Hub, run `python -m gptviz download {name}` "
+        "(gptviz never downloads a model by itself)."
+    )
 
 
 def find_in_hf_cache(name: str) -> Path | None:
@@ -289,18 +360,19 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     legacy = folder / "pytorch_model.bin"
+    state: dict[str, torch.Tensor] = {}
     try:
         if single.is_file():
-            return load_file(str(single))
+            read_safetensors(single, state)
+            return state
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state = {}
-            for shard in shards:
-                state.update(load_file(str(folder / shard)))
+            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+                read_safetensors(folder / shard, state)
             return state
         if legacy.is_file():
-            return torch.load(legacy, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            loaded = torch.load(legacy, map_location="cpu", weights_only=True, mmap=True)
+            return {k: v.float() if v.is_floating_point() else v for k, v in loaded.items()}
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         bad = single if single.is_file() else index if index.is_file() else legacy
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{bad}: cannot read the weights safely ({reason})") from exc
@@ -323,15 +395,13 @@ def load_hf_folder(folder: str | Path) -> GPT:
     _check_budget(cfg, folder)
     if family.model_type != "gpt2" and not (folder / "tokenizer.json").is_file():
         raise CheckpointError(f"{folder}: no tokenizer.json (a {family.model_type} model needs its own tokenizer)")
-    model = GPT(cfg)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _read_weights(folder).items()}
     try:
-        state = family.weights(state, cfg)
+        state = family.weights(_read_weights(folder), cfg)
     except FamilyError as exc:
         raise CheckpointError(f"{folder}: {exc}") from exc
-    _load_state(model, state, folder)
+    model = _build(cfg, state, folder)
     model.family = family.model_type
-    return model.eval()
+    return model
 
 
 # --- one entry point ----------------------------------------------------------------------

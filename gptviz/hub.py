@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptviz.checkpoints import hf_cache_dirs, looks_like_repo_id
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The files gptviz reads besides the weights; tokenizer.model only where there is no tokenizer.json.
 CONFIG_FILES = ("config.json", "generation_config.json")
@@ -26,7 +28,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 SINGLE_WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 Progress = Callable[[int, int], None]  # (done_bytes, total_bytes)
 
@@ -75,16 +76,9 @@ def human_size(n: int) -> str:
     return f"{size:.1f} {units[0]}"
 
 
-def looks_like_repo_id(name: str) -> bool:
-    """``org/name`` or a bare legacy name (``gpt2``): something the Hub could hold, not a path or a file."""
-    return bool(REPO_ID.fullmatch(name)) and not name.endswith(".safetensors") and ".." not in name
-
-
 def cache_dir() -> Path:
     """The hub cache ``huggingface_hub`` itself would use, read now (not at import time), so the
     download lands where ``checkpoints.find_in_hf_cache`` looks first."""
-    from gptviz.checkpoints import hf_cache_dirs
-
     return hf_cache_dirs()[0]
 
 
@@ -93,16 +87,6 @@ def how_to_get(name: str) -> str:
         f"To get it, run `python -m gptviz download {name}` on a machine that is online (with the same "
         f"Hugging Face cache, {cache_dir()}), or copy the model's folder (config.json, *.safetensors, "
         "tokenizer.json) to this machine and open it by its path."
-    )
-
-
-def not_cached_hint(name: str) -> str:
-    """One sentence for ``load_model``'s not-found error: how to fetch ``name``, which never happens by itself."""
-    if not looks_like_repo_id(name):
-        return ""
-    return (
-        f"To fetch it from the Hugging Face Hub, run `python -m gptviz download {name}` "
-        "(gptviz never downloads a model by itself)."
     )
 
 

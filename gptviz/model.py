@@ -344,6 +344,16 @@ class GPT(nn.Module):
         self._init_weights()
         self.hook_points = name_hook_points(self)
 
+    def init_buffers(self) -> None:
+        """(Re)compute the buffers no checkpoint stores (sinusoidal table, rotary frequencies) on
+        the weights' device: a model built on the meta device and filled by assignment needs them."""
+        device = self.embed.weight.device
+        if self.cfg.pos == "sinusoidal":
+            self.pe = positional_encoding(self.cfg.n_ctx, self.cfg.d_model).to(device)
+        elif self.cfg.pos == "rotary":
+            cfg = self.cfg
+            self.rotary.inv_freq = rope_frequencies(cfg.rot_dim, cfg.rope_theta, cfg.rope_scaling).to(device)
+
     def _init_weights(self) -> None:
         """GPT-2's init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
         for name, p in self.named_parameters():
@@ -364,10 +374,15 @@ class GPT(nn.Module):
             return self.pos_embed.weight[start : start + T]
         return self.pe[start : start + T]
 
-    def forward(self, ids: torch.Tensor, fused: bool = False, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, fused: bool = False, cache: KVCache | None = None, unembed: bool = True
+    ) -> torch.Tensor:
         """``fused=True`` uses PyTorch's fused attention and norms (training): no attention or
         norm internals are hooked then; the residual hooks still fire. ``cache``: a ``KVCache``
-        owned by the caller; the new tokens follow the cached ones and are appended to it."""
+        owned by the caller; the new tokens follow the cached ones and are appended to it.
+        ``unembed=False`` stops before the output layer and returns the final normalized stream
+        [B, T, D], for callers that unembed a few positions at a time (a [1024, 151936] float32
+        logits tensor alone is 0.6 GB)."""
         B, T = ids.shape
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.n_ctx:
@@ -384,7 +399,7 @@ class GPT(nn.Module):
             x = block(x, rope, cache, fused)
         if self.ln_final is not None:
             x = self.ln_final(x, fused)
-        return self.hook_logits(self.unembed(x))
+        return self.hook_logits(self.unembed(x)) if unembed else x
 
     def hook_names(self) -> list[str]:
         return list(self.hook_points)

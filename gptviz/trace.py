@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 Precision = Literal["compact", "full"]
 _HALF = re.compile(r"blocks\.\d+\.(attn\.hook_pattern|mlp\.hook_pre|mlp\.hook_pre_linear|mlp\.hook_post)$")
 _SCORES = re.compile(r"blocks\.(\d+)\.attn\.hook_attn_scores$")
-_PER_HEAD = re.compile(r"attn\.hook_(rot_)?[qkvz]$")  # [T, H or K, Dh]
+_PER_HEAD = re.compile(r"attn\.(hook_(rot_)?[qkvz]|[qk]_norm\.hook_\w+)$")  # [T, H or K, Dh or 1]
 
 
 class EmptyPromptError(ValueError):
@@ -268,12 +268,6 @@ def run(
 
     def capture(t: torch.Tensor, name: str) -> None:
         t = t[0]
-        if compact and name == "hook_logits":
-            top = t.amax(-1, keepdim=True)
-            # in place: the logits are this call's own output and nothing reads them after us
-            store["_logits_offset"] = t.sub_(top).to(torch.float16).numpy()
-            store["_logits_max"] = top.numpy()
-            return
         if compact and _HALF.search(name):
             t = t.to(torch.float16)
         elif t.untyped_storage().data_ptr() in weights:
@@ -285,7 +279,10 @@ def run(
 
     x = torch.tensor([ids], dtype=torch.long)
     with hooks(model, [*(extra_hooks or []), (wanted, capture)]):
-        model(x)
+        if compact:
+            _compact_logits(model, model(x, unembed=False)[0], store)
+        else:
+            model(x)
     for arr in store.values():
         arr.flags.writeable = False
     ids_arr = np.asarray(ids, dtype=np.int64)
@@ -301,6 +298,22 @@ def run(
         precision=precision,
         store=store,
     )
+
+
+LOGIT_CHUNK = 128  # positions unembedded at once: [128, V] float32 is 26 MB at GPT-2's vocabulary
+
+
+def _compact_logits(model: GPT, h: torch.Tensor, store: dict[str, np.ndarray]) -> None:
+    """Logits of the final stream ``h`` [T, D] as float16 offsets from each row's maximum plus
+    that maximum, a few positions at a time, so float32 logits never exist for all positions."""
+    T, V = h.shape[0], model.cfg.vocab_size
+    offset, top = np.empty((T, V), dtype=np.float16), np.empty((T, 1), dtype=np.float32)
+    for s in range(0, T, LOGIT_CHUNK):
+        logits = model.unembed(h[s : s + LOGIT_CHUNK])
+        m = logits.amax(-1, keepdim=True)
+        offset[s : s + LOGIT_CHUNK] = logits.sub_(m).to(torch.float16).numpy()
+        top[s : s + LOGIT_CHUNK] = m.numpy()
+    store["_logits_offset"], store["_logits_max"] = offset, top
 
 
 def trace_nbytes(trace: Trace) -> int:
