@@ -16,6 +16,7 @@ ctx = ui.page(
 P, text = ctx.projector, ctx.trace.text
 snapshots = [f"bundled:gpt2-style@{s}" for s in bundled_snapshots("gpt2-style")]
 options = [o for o in ui.model_options() if o != ui.OTHER] + snapshots
+options += [s for s in (ctx.spec, ui.from_url("sbs_left"), ui.from_url("sbs_right")) if s and s not in options]
 c = st.columns(2)
 specs = [
     ui.select("Left model", options, "sbs_left", "bundled:seed", where=c[0]),

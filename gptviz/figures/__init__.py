@@ -11,6 +11,7 @@ from gptviz.figures.attention import (
     attention_grid,
     attention_pattern,
     attention_steps,
+    gqa_grid,
     next_token_bars,
     next_token_bars_for,
     pattern_heatmap,
@@ -33,6 +34,7 @@ from gptviz.figures.output import (
     sampling_histogram,
 )
 from gptviz.figures.residual import (
+    gated_neurons_bar,
     layernorm_figure,
     logit_attribution,
     logit_lens_heatmap,
@@ -41,9 +43,17 @@ from gptviz.figures.residual import (
     sublayer_norms,
     top_neurons_bar,
 )
+from gptviz.figures.rotary import (
+    relative_position_curves,
+    rotary_angle_curves,
+    rotary_angle_heatmap,
+    rotary_pair_arrows,
+    rotary_wavelengths,
+)
 from gptviz.figures.tokens import bpe_merges, token_chips, token_table, trace_chips
 
 __all__ = [
+    "gated_neurons_bar",
     "layernorm_figure",
     "logit_attribution",
     "logit_lens_heatmap",
@@ -55,6 +65,12 @@ __all__ = [
     "attention_grid",
     "attention_pattern",
     "attention_steps",
+    "gqa_grid",
+    "relative_position_curves",
+    "rotary_angle_curves",
+    "rotary_angle_heatmap",
+    "rotary_pair_arrows",
+    "rotary_wavelengths",
     "bpe_merges",
     "embedding_heatmap",
     "embedding_plus_position",
