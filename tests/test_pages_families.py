@@ -299,3 +299,67 @@ def test_gqa_grid_shows_which_query_heads_share_a_kv_head(loaded):
     expect[0, :4] = expect[1, 4:] = 1
     np.testing.assert_array_equal(np.nan_to_num(z), expect)
     assert json.dumps(fig.to_plotly_json(), default=str)
+
+
+# --- the sidebar ----------------------------------------------------------------------------------
+
+
+def test_sidebar_lists_cached_models_of_every_family_and_opens_one(folders, tmp_path, monkeypatch):
+    import shutil
+
+    cache = tmp_path / "hub"
+    for kind, repo in (("llama", "tiny/llama-test"), ("qwen3", "tiny/qwen3-test"), ("gpt_neox", "tiny/pythia-test")):
+        snap = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+        shutil.copytree(folders[kind], snap)
+        (snap.parent.parent / "refs").mkdir()
+        (snap.parent.parent / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    at = open_page("1_Tokenization.py", model="tiny/qwen3-test", prompt=TEXT)
+    assert_ok(at)
+    box = at.sidebar.selectbox[0]
+    assert {"tiny/llama-test", "tiny/qwen3-test", "tiny/pythia-test"} <= set(box.options)
+    assert box.value == "tiny/qwen3-test"
+    assert "GPT-2 " not in box.help and "Llama" in box.help
+
+
+def test_home_page_describes_each_family(folders):
+    for kind, words in (
+        ("llama", ("rotary", "RMSNorm", "gated silu", "share 2 key/value heads")),
+        ("gpt_neox", ("4 of 16 dims", "parallel blocks", "LayerNorm")),
+        ("qwen3", ("q/k norm",)),
+    ):
+        at = open_page(model=folders[kind], prompt=TEXT)
+        assert_ok(at)
+        text = " ".join(m.value for m in at.markdown)
+        for w in words:
+            assert w in text, (kind, w)
+
+
+# --- feed-forward and norm views ------------------------------------------------------------------
+
+
+def test_gated_bars_are_act_gate_times_up_and_the_products_the_models(loaded):
+    from gptviz.figures.residual import gated_neurons_bar
+
+    model, t = loaded["llama"]
+    assert model.cfg.ffn == "gated" and model.cfg.act == "silu"
+    fig = gated_neurons_bar(t["pre", 1], t["pre_linear", 1], t["post", 1], 4, t.tokens, 1, model.cfg.act, k=10)
+    gate, up, prod = (decode(d.y).astype(np.float64) for d in fig.data)
+    np.testing.assert_allclose(gate * up, prod, rtol=1e-4, atol=1e-6)
+    ids = [int(n[1:]) for n in fig.layout.xaxis.ticktext]
+    np.testing.assert_allclose(prod, t["post", 1][4, ids], rtol=1e-6)
+    silu = torch.nn.functional.silu(torch.tensor(t["pre", 1][4, ids])).numpy()
+    np.testing.assert_allclose(gate, silu, rtol=1e-5, atol=1e-7)
+    assert np.all(np.abs(prod[:-1]) >= np.abs(prod[1:]) - 1e-9)  # strongest first
+
+
+def test_feed_forward_page_shows_gate_and_up_only_for_gated_models_and_rmsnorm_without_shift(folders):
+    for kind, gated in (("llama", True), ("gpt_neox", False)):
+        at = open_page("5_Feed-forward_and_residual.py", model=folders[kind], prompt=TEXT)
+        assert_ok(at)
+        figs = figures(at)
+        assert ("ff_gated" in figs) == gated
+        names = {d.get("name") for d in figs["ff_layernorm"]["data"]}
+        assert ("shift β" in names) == (not gated)  # llama: RMSNorm, gpt_neox: LayerNorm
+        title = figs["ff_layernorm"]["layout"]["title"]["text"]
+        assert title.startswith("RMSNorm" if gated else "LayerNorm")
