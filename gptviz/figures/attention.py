@@ -226,14 +226,16 @@ def gqa_grid(cfg: GPTConfig, selected: int | None = None, *, projector: bool = F
     kind = (
         "multi-query attention: one K/V head for all"
         if K == 1
-        else f"grouped-query attention: {G} query heads per K/V head"
+        else f"grouped-query attention, {G} query heads per K/V head"
     )
     fig.update_layout(
-        title={"text": f"Which query heads share a key/value head ({H} query heads, {K} K/V heads; {kind})"},
+        title={
+            "text": f"Which query heads share a key/value head<br><sup>{H} query heads, {K} K/V heads: {kind}</sup>"
+        },
         xaxis={"title": {"text": "query head"}, "dtick": 1 if H <= 32 else None, "showgrid": False},
         yaxis={"title": {"text": "K/V head"}, "dtick": 1, "autorange": "reversed", "showgrid": False},
         plot_bgcolor="white",
-        height=int(min(420, 150 + 48 * K)),
+        height=int(min(440, 170 + 48 * K)),
     )
     return style(fig, projector=projector)
 
@@ -280,6 +282,13 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector:
     kh = kv_head(trace, head)
     shared = f", K/V head {kh}" if cfg.kv_heads != cfg.n_head else ""
     names = [f"Q{rot}: what am I looking for?", f"K{rot}{shared}: what do I contain?", f"V{shared}: what do I pass on?"]
+    two = bool(rot or shared)
+    if two:  # three half-width titles: the long forms overlap, say them in two lines
+        names = [
+            f"Q{rot}<br>what am I looking for?",
+            f"K{rot}{shared}<br>what do I contain?",
+            f"V{shared}<br>what do I pass on?",
+        ]
     cats = token_categories(tokens)
     # three side-by-side panels laid out by hand: make_subplots costs more than the drawing
     width, gap = 0.3, 0.05
@@ -306,7 +315,7 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector:
         layout[f"yaxis{suffix}"] = {**axis, "anchor": f"x{suffix}", "showticklabels": i == 0}
         titles.append(
             {"text": names[i], "x": left + width / 2, "y": 1.0, "xref": "paper", "yref": "paper"}
-            | {"xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}}
+            | {"xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 13 if two else 16}}
         )
     fig = go.Figure(
         data=traces,
@@ -318,10 +327,11 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector:
                 f"({m.shape[1]} numbers each)"
             },
             "coloraxis": {"colorscale": "RdBu_r", "cmid": 0.0, "cmin": -lim, "cmax": lim},
-            "height": _step_height(n),
+            "height": _step_height(n) + 30 * two,
         },
     )
-    return style(fig, projector=projector)
+    fig = style(fig, projector=projector)
+    return fig.update_layout(margin_t=120 if projector else 105) if two else fig
 
 
 def _step_height(n: int) -> int:

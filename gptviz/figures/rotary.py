@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from gptviz.analysis.rotary import PairRotation, RelativeScores, RotaryAngles
 from gptviz.figures._base import QUALITATIVE, esc, label, style
 
+GREY = "#8c8c8c"
 CYCLIC = "Twilight"  # a cyclic scale: angle 0 and 2π get the same colour
 
 
@@ -109,8 +110,16 @@ def rotary_wavelengths(angles: RotaryAngles, context: int, *, projector: bool = 
             hovertemplate="pair %{x}<br>wavelength %{y:,.1f} positions<extra></extra>",
         )
     )
-    fig.add_hline(
-        y=context, line={"dash": "dash", "color": QUALITATIVE[5]}, annotation_text=f"context: {context:,} positions"
+    # the context as a line trace: a shape's y on a log axis would be read as log10(y)
+    fig.add_trace(
+        go.Scatter(
+            x=[-0.5, angles.n_pairs - 0.5],
+            y=[context, context],
+            mode="lines",
+            name=f"context: {context:,} positions",
+            line={"dash": "dash", "color": QUALITATIVE[5]},
+            hovertemplate=f"context: {context:,} positions<extra></extra>",
+        )
     )
     fig.update_layout(
         title={"text": f"Positions per full turn of each pair (θ = {angles.theta:,.0f})"},
@@ -120,6 +129,11 @@ def rotary_wavelengths(angles: RotaryAngles, context: int, *, projector: bool = 
         height=400,
     )
     return style(fig, projector=projector)
+
+
+def _quoted(token: str) -> str:
+    """A token for a title: visible whitespace, escaped, in quotes (a bare "." reads as punctuation)."""
+    return f"“{esc(label(token))}”"
 
 
 def _arrow(fig: go.Figure, xy: np.ndarray, colour: str, name: str) -> None:
@@ -166,13 +180,14 @@ def rotary_pair_arrows(rot: PairRotation, token: str, *, projector: bool = False
         )
     )
     i, j = rot.dims
-    _arrow(fig, rot.before, QUALITATIVE[7], "before rotation (hook_q)")
+    _arrow(fig, rot.before, GREY, "before rotation (hook_q)")
     _arrow(fig, rot.after, QUALITATIVE[0], "after rotation (hook_rot_q)")
     lim = 1.15 * r
     fig.update_layout(
         title={
-            "text": f"Query of {esc(label(token))} (position {rot.pos}), layer {rot.layer} head {rot.head}, "
-            f"pair {rot.pair}: turned by {rot.pos} × {2 * math.pi / rot.wavelength:.4f} rad"
+            "text": f"Query of {_quoted(token)} (position {rot.pos}), pair {rot.pair}<br>"
+            f"<sup>layer {rot.layer}, head {rot.head}: turned by {rot.pos} × {2 * math.pi / rot.wavelength:.4f} rad "
+            f"= {math.degrees(rot.angle):.0f}°</sup>"
         },
         xaxis={"title": {"text": f"dimension {i}"}, "range": [-lim, lim], "zeroline": True},
         yaxis={"title": {"text": f"dimension {j}"}, "range": [-lim, lim], "scaleanchor": "x", "zeroline": True},
@@ -199,11 +214,15 @@ def relative_position_curves(rel: RelativeScores, q_token: str, k_token: str, *,
                 hovertemplate=f"key at {s}, query at {s}+%{{x}}<br>score %{{y:.4f}}<extra></extra>",
             )
         )
-    fig.add_hline(
-        y=rel.unrotated,
-        line={"dash": "dot", "color": QUALITATIVE[7]},
-        annotation_text="no rotation",
-        annotation_position="bottom right",
+    fig.add_trace(
+        go.Scatter(
+            x=[0, int(rel.offsets[-1])],
+            y=[rel.unrotated, rel.unrotated],
+            mode="lines",
+            name="no rotation at all (q·k/√d)",
+            line={"dash": "dot", "color": GREY},
+            hovertemplate="without rotation: %{y:.4f}<extra></extra>",
+        )
     )
     if 0 <= rel.actual_offset <= int(rel.offsets[-1]):
         fig.add_trace(
@@ -218,8 +237,8 @@ def relative_position_curves(rel: RelativeScores, q_token: str, k_token: str, *,
         )
     fig.update_layout(
         title={
-            "text": f"q of {esc(label(q_token))} · k of {esc(label(k_token))} / √d, moved to every distance "
-            f"(layer {rel.layer}, head {rel.head})"
+            "text": f"Score of q of {_quoted(q_token)} with k of {_quoted(k_token)}, moved to every distance<br>"
+            f"<sup>layer {rel.layer}, head {rel.head}: the same two vectors at different places</sup>"
         },
         xaxis_title="offset: query position − key position",
         yaxis_title="attention score",
