@@ -363,3 +363,39 @@ def test_feed_forward_page_shows_gate_and_up_only_for_gated_models_and_rmsnorm_w
         assert ("shift β" in names) == (not gated)  # llama: RMSNorm, gpt_neox: LayerNorm
         title = figs["ff_layernorm"]["layout"]["title"]["text"]
         assert title.startswith("RMSNorm" if gated else "LayerNorm")
+
+
+# --- the README's hook table ----------------------------------------------------------------------
+
+
+def _readme_hooks() -> set[str]:
+    """Hook names in the README's table, ``blocks.{i}.`` kept; "`a.hook_x`, `hook_y`" is expanded
+    by replacing the first name's last components."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Hook names", 1)[1].split("\n## ", 1)[0]
+    names = set()
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        first = row.split("|")[1]
+        prev = None
+        for tok in re.findall(r"`([^`]+)`", first):
+            if prev is not None and not tok.startswith(("blocks.", "hook_tokens", "ln_final")):
+                parts = prev.split(".")
+                tok = ".".join(parts[: len(parts) - len(tok.split("."))] + tok.split("."))
+            names.add(tok)
+            prev = tok
+    return names
+
+
+@pytest.mark.parametrize("kind", (*KINDS, "bundled"))
+def test_readme_hook_table_names_every_hook_of_every_family(loaded, kind):
+    import re
+
+    model = gptviz.load_model("bundled:gpt2-style") if kind == "bundled" else loaded[kind][0]
+    table = _readme_hooks()
+    missing = {re.sub(r"^blocks\.\d+\.", "blocks.{i}.", n) for n in model.hook_names()} - table
+    assert not missing, f"{kind}: hooks missing from the README's table: {sorted(missing)}"
