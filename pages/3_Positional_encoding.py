@@ -32,7 +32,14 @@ def rotary_page() -> None:
         "enters the first layer as it is (the Embeddings page shows it). Instead, in every attention layer, each "
         f"query and key head (**{Dh}** numbers) is cut into **{half} pairs** of numbers, and each pair is turned "
         "like the hand of a clock by an angle **position × speed**. Every pair has its own speed: the first pairs "
-        "spin fast, the last ones slowly." + partial
+        "spin fast, the last ones slowly."
+        + partial
+        + (
+            " (In this model each query and key head is first RMS-normalized on its own, the q/k norm of Qwen3; "
+            "the rotation comes after it.)"
+            if cfg.qk_norm
+            else ""
+        )
     )
     st.subheader("1 · How far each pair turns at each position")
     n = ui.slider(

@@ -390,6 +390,8 @@ def tiny_llama(tmp_path_factory) -> str:
     [
         ("Positional_encoding", ("rope_angles", "rope_curves", "rope_wavelengths", "rope_arrows", "rope_relative")),
         ("Attention", ("attn_gqa", "attn_step1", "attn_step2")),
+        ("Feed-forward_and_residual", ("ff_gated", "ff_layernorm", "ff_dla")),
+        ("Embeddings", ("norms",)),
     ],
 )
 def test_rotary_and_grouped_query_charts_render(tab, tiny_llama, path, keys):

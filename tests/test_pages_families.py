@@ -176,6 +176,8 @@ def test_direct_logit_attribution_adds_up_exactly(loaded, kind):
         np.testing.assert_allclose(attr.total, t.logits()[target], rtol=1e-4, atol=1e-4)
     # the embedding bar by hand (RMSNorm: no centring, no shift)
     attr = direct_logit_attribution(model, t, int(np.argmax(t.logits())))
+    if model.cfg.norm_kind == "rmsnorm" and model.unembed.bias is None:
+        assert attr.bias == 0.0 and "none" in attr.bias_label
     ln = model.ln_final
     u = model.unembed.weight[attr.token_id].detach().double().numpy()
     e = t["hook_embed"][-1].astype(np.float64)
@@ -399,3 +401,31 @@ def test_readme_hook_table_names_every_hook_of_every_family(loaded, kind):
     table = _readme_hooks()
     missing = {re.sub(r"^blocks\.\d+\.", "blocks.{i}.", n) for n in model.hook_names()} - table
     assert not missing, f"{kind}: hooks missing from the README's table: {sorted(missing)}"
+
+
+# --- head statistics and ablation of query heads ---------------------------------------------------
+
+
+def test_head_stats_name_the_shared_kv_head(loaded):
+    from gptviz.analysis.attention import head_stats
+
+    _, t = loaded["llama"]  # 8 query heads, 2 K/V heads
+    stats = head_stats(t)
+    assert len(stats) == 3 * 8
+    assert stats.loc["1.3", "K/V head"] == 0 and stats.loc["1.4", "K/V head"] == 1
+    assert "K/V head" not in head_stats(loaded["gpt_neox"][1]).columns  # one K/V head per query head
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ablating_a_query_head_leaves_its_group_and_its_layers_patterns(loaded, kind):
+    from gptviz.analysis.ablation import Ablation
+
+    model, t = loaded[kind]
+    G = model.cfg.n_head // model.cfg.kv_heads
+    after = gptviz.run(model, TEXT, precision="full", extra_hooks=Ablation(heads=((1, 1),)).hooks())
+    assert not after["z", 1][:, 1].any()
+    others = [h for h in range(model.cfg.n_head) if h != 1]
+    np.testing.assert_array_equal(after["z", 1][:, others], t["z", 1][:, others])  # incl. heads sharing K/V
+    assert G == 1 or (1 // G) == (0 // G)  # head 0 shares head 1's K/V head in the GQA families
+    np.testing.assert_array_equal(after["pattern", 1], t["pattern", 1])
+    assert not np.allclose(after.logits(), t.logits())

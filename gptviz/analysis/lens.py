@@ -212,6 +212,7 @@ class Attribution:
     logit: float
     exact: bool
     method: str
+    bias_label: str = "bias (LN shift + output bias)"  # what the bias term holds, for the bar's name
 
     @property
     def total(self) -> float:
@@ -287,7 +288,12 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
             f"exact: the final {what} is read from this run, which makes it linear, so the "
             "bars plus the bias term add up to the logit"
         )
-        return Attribution(token_id, pos, labels, values, bias, float(trace.logits(pos)[token_id]), True, method)
+        if rms:  # RMSNorm has no shift: the bias term is the output bias or nothing
+            bias_label = "output bias" if model.unembed.bias is not None else "bias (none: RMSNorm has no shift)"
+        else:
+            bias_label = "bias (LN shift + output bias)" if model.unembed.bias is not None else "bias (LN shift)"
+        logit = float(trace.logits(pos)[token_id])
+        return Attribution(token_id, pos, labels, values, bias, logit, True, method, bias_label)
 
     parts: list[np.ndarray] = [comps[0]]
     shift = np.zeros(cfg.d_model)

@@ -321,7 +321,7 @@ def _cell_text(token: str, chars: int = CELL_TEXT_CHARS) -> str:
 
 def logit_attribution(attr: Attribution, token: str, *, projector: bool = False) -> go.Figure:
     """Waterfall: each component's push on the target token's logit, then the bias, = the logit."""
-    names = [*attr.labels, "bias (LN shift + output bias)", "= logit"]
+    names = [*attr.labels, attr.bias_label, "= logit"]
     values = [*attr.values.tolist(), attr.bias, attr.total]
     fig = go.Figure(
         go.Waterfall(
