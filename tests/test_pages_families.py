@@ -429,3 +429,12 @@ def test_ablating_a_query_head_leaves_its_group_and_its_layers_patterns(loaded, 
     assert G == 1 or (1 // G) == (0 // G)  # head 0 shares head 1's K/V head in the GQA families
     np.testing.assert_array_equal(after["pattern", 1], t["pattern", 1])
     assert not np.allclose(after.logits(), t.logits())
+
+
+def test_projector_mode_keeps_the_cyclic_angle_scale_and_the_gqa_colours(loaded):
+    model, _ = loaded["llama"]
+    fig = fr.rotary_angle_heatmap(ra.rotary_angles(model.cfg, 16), projector=True)
+    assert fig.data[0].colorscale == fr.rotary_angle_heatmap(ra.rotary_angles(model.cfg, 16)).data[0].colorscale
+    assert fig.data[0].colorscale[0][1] == fig.data[0].colorscale[-1][1]  # cyclic: 0 and 2π alike
+    grid = fa.gqa_grid(model.cfg, projector=True)
+    assert grid.data[0].colorscale[0][1] == "#f2f2f2"

@@ -237,7 +237,8 @@ def gqa_grid(cfg: GPTConfig, selected: int | None = None, *, projector: bool = F
         plot_bgcolor="white",
         height=int(min(440, 170 + 48 * K)),
     )
-    return style(fig, projector=projector)
+    style(fig, projector=projector)
+    return fig.update_traces(colorscale=[[0.0, "#f2f2f2"], [1.0, QUALITATIVE[0]]])  # kept in projector mode
 
 
 def grid_cell(point: dict, n_head: int) -> tuple[int, int] | None:

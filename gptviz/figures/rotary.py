@@ -20,6 +20,11 @@ GREY = "#8c8c8c"
 CYCLIC = "Twilight"  # a cyclic scale: angle 0 and 2π get the same colour
 
 
+def _pair_ticks(n: int) -> dict:
+    """Whole-number ticks on a pair axis (a few pairs would otherwise get ticks at 0.5)."""
+    return {"dtick": 1} if n <= 16 else {}
+
+
 def rotary_angle_heatmap(angles: RotaryAngles, *, projector: bool = False) -> go.Figure:
     """Positions down, dimension pairs across, colour = the pair's angle at that position
     (wrapped to 0..2π, a cyclic scale). Left columns change colour every row (fast pairs), right
@@ -45,16 +50,17 @@ def rotary_angle_heatmap(angles: RotaryAngles, *, projector: bool = False) -> go
         )
     )
     still = angles.d_head - angles.rot_dim
-    note = f"; the head's last {still} of {angles.d_head} dimensions never turn" if still else ""
+    note = f"<br><sup>the head's last {still} of {angles.d_head} dimensions never turn</sup>" if still else ""
     fig.update_layout(
         title={
-            "text": f"Rotation angle of each dimension pair, by position ({angles.n_pairs} pairs{note})",
+            "text": f"Rotation angle of each dimension pair, by position ({angles.n_pairs} pairs){note}",
         },
-        xaxis_title="dimension pair (left: fast, right: slow)",
+        xaxis={"title": {"text": "dimension pair (left: fast, right: slow)"}, **_pair_ticks(angles.n_pairs)},
         yaxis={"title": {"text": "position"}, "autorange": "reversed"},
         height=460,
     )
-    return style(fig, projector=projector)
+    style(fig, projector=projector)
+    return fig.update_traces(colorscale=CYCLIC)  # projector mode swaps sequential scales; an angle needs a cyclic one
 
 
 def rotary_angle_curves(angles: RotaryAngles, pairs: list[int], *, projector: bool = False) -> go.Figure:
@@ -74,7 +80,7 @@ def rotary_angle_curves(angles: RotaryAngles, pairs: list[int], *, projector: bo
             )
         )
     fig.update_layout(
-        title={"text": "cos(angle) of a few pairs: fast pairs spin, slow pairs hardly move"},
+        title={"text": "cos(angle) of a few pairs<br><sup>fast pairs spin, slow pairs hardly move</sup>"},
         xaxis_title="position",
         yaxis={"title": {"text": "cos(angle)"}, "range": [-1.05, 1.05]},
         legend={"orientation": "h", "y": -0.25},
@@ -122,8 +128,8 @@ def rotary_wavelengths(angles: RotaryAngles, context: int, *, projector: bool = 
         )
     )
     fig.update_layout(
-        title={"text": f"Positions per full turn of each pair (θ = {angles.theta:,.0f})"},
-        xaxis_title="dimension pair",
+        title={"text": f"Positions per full turn of each pair<br><sup>θ = {angles.theta:,.0f}</sup>"},
+        xaxis={"title": {"text": "dimension pair"}, **_pair_ticks(angles.n_pairs)},
         yaxis={"title": {"text": "wavelength (positions, log scale)"}, "type": "log"},
         legend={"orientation": "h", "y": -0.25},
         height=400,
