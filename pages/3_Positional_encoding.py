@@ -106,8 +106,10 @@ def rotary_page() -> None:
     c = st.columns(2)
     qp = ui.slider("Query token", 0, t.n_tokens - 1, "rope_qpos", t.n_tokens - 1, where=c[0])
     kp = ui.slider("Key token", 0, t.n_tokens - 1, "rope_kpos", 0, where=c[1])
-    span = max(64, min(256, 2 * t.n_tokens))
-    rel = ra.relative_scores(t, layer, head, qp, kp, max_offset=span, starts=(0, 100))
+    # offsets up to 256, inside the context where it allows, and far enough to reach the real pair
+    span = max(qp - kp, min(max(64, 2 * t.n_tokens), 256, cfg.n_ctx // 2))
+    second = max(1, min(100, cfg.n_ctx - 1 - span))
+    rel = ra.relative_scores(t, layer, head, qp, kp, max_offset=span, starts=(0, second))
     c1, c2 = st.columns([3, 2])
     with c1:
         ui.chart(fr.relative_position_curves(rel, t.tokens[qp], t.tokens[kp], projector=P), "rope_relative")
@@ -119,11 +121,15 @@ def rotary_page() -> None:
         f"Take the real query of token **{qp}** and the real key of token **{kp}**{shared}, before rotation, and "
         "pretend they sit at other positions: the key at position *n*, the query at *n* + offset. Turning both "
         "and taking their dot product gives the attention score for each offset.\n\n"
-        "The two curves (key at 0 and key at 100) **lie on top of each other**: the score does not depend on "
+        f"The two curves (key at 0 and key at {second}) **lie on top of each other**: the score does not depend on "
         "*where* the two tokens are, only on *how far apart*. That is because turning q by *m*·speed and k by "
         "*n*·speed changes their dot product only through the difference (*m* − *n*)·speed, pair by pair. The "
-        "star is the score the model actually computed for these two tokens in your prompt; it sits on the curve "
-        f"at offset {qp - kp}" + (" (a key after its query is masked: no star)" if qp < kp else "") + "."
+        + (
+            "star is the score the model actually computed for these two tokens in your prompt; it sits on the "
+            f"curve at offset {qp - kp}."
+            if qp >= kp
+            else "key comes after the query here: the causal mask hides it, so there is no star for the real pair."
+        )
     )
     ui.seed_note(
         "position_encodings = positional_encoding(seq_length, embed_dim)\nembeddings += position_encodings",

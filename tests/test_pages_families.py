@@ -438,3 +438,28 @@ def test_projector_mode_keeps_the_cyclic_angle_scale_and_the_gqa_colours(loaded)
     assert fig.data[0].colorscale[0][1] == fig.data[0].colorscale[-1][1]  # cyclic: 0 and 2π alike
     grid = fa.gqa_grid(model.cfg, projector=True)
     assert grid.data[0].colorscale[0][1] == "#f2f2f2"
+
+
+def test_positional_page_relative_chart_is_the_models_score_and_the_curves_coincide(folders, loaded):
+    model, _ = loaded["gpt_neox"]
+    at = open_page(
+        "3_Positional_encoding.py", model=folders["gpt_neox"], prompt=TEXT, rope_layer="2", rope_head="3",
+        rope_qpos="10", rope_kpos="4",
+    )  # fmt: skip
+    assert_ok(at)
+    trace = gptviz.run(model, TEXT)
+    spec = figures(at)["rope_relative"]
+    curves = [d for d in spec["data"] if d.get("name", "").startswith("key at position")]
+    star = [d for d in spec["data"] if d.get("name", "").startswith("in the prompt")][0]
+    assert len(curves) == 2
+    a, b = decode(curves[0]["y"]), decode(curves[1]["y"])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert decode(star["x"])[0] == 6
+    np.testing.assert_allclose(decode(star["y"])[0], trace["scores", 2][3, 10, 4], rtol=1e-5)
+    np.testing.assert_allclose(a[6], decode(star["y"])[0], rtol=1e-4, atol=1e-6)
+    # every offset stays inside the context (64 positions here)
+    assert int(decode(curves[1]["x"])[-1]) + int(curves[1]["name"].split()[3].rstrip(",")) < model.cfg.n_ctx
+    at = open_page("3_Positional_encoding.py", model=folders["gpt_neox"], prompt=TEXT, rope_qpos="2", rope_kpos="5")
+    assert_ok(at)
+    assert not [d for d in figures(at)["rope_relative"]["data"] if d.get("name", "").startswith("in the prompt")]
+    assert "no star" in " ".join(m.value for m in at.markdown)
