@@ -52,7 +52,9 @@ def rotary_page() -> None:
     c2.markdown(
         "Each column is one pair, each row one position; the colour is the pair's angle, wrapped round "
         "the circle (the scale is cyclic: 0° and 360° look the same).\n\n"
-        f"Pair *i* turns by position × θ^(−2i/{R}) radians, with θ = **{cfg.rope_theta:,.0f}**. The **left** "
+        f"Pair *i* turns by position × θ^(−2i/{R}) radians, with θ = **{cfg.rope_theta:,.0f}**"
+        + (" (the slow pairs then slowed further by Llama 3's scaling, below)" if cfg.rope_scaling else "")
+        + ". The **left** "
         "columns change colour at every row: they tell neighbouring tokens apart. The **right** columns "
         "barely change over the whole prompt: they tell *near* from *far*. Like the seconds, minutes and hour "
         "hands of a clock, together they fix the position."
