@@ -435,7 +435,8 @@ def step_view(
     if step.stage == "positions" and t.config.pos == "rotary":  # nothing is added: show the rotation
         if step.variant == "similarity" and t.n_tokens > 1:
             q, k = t.n_tokens - 1, t.n_tokens - 2
-            rel = rotary.relative_scores(t, 0, 0, q, k, max_offset=max(32, t.n_tokens))
+            span, starts = rotary.relative_span(t.config, t.n_tokens, 1)
+            rel = rotary.relative_scores(t, 0, 0, q, k, max_offset=min(span, 64), starts=starts)
             return StepView(figures.relative_position_curves(rel, t.tokens[q], t.tokens[k], projector=P))
         angles = rotary.rotary_angles(t.config, max(32, t.n_tokens))
         return StepView(figures.rotary_angle_heatmap(angles, projector=P))

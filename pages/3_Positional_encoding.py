@@ -108,9 +108,7 @@ def rotary_page() -> None:
     c = st.columns(2)
     qp = ui.slider("Query token", 0, t.n_tokens - 1, "rope_qpos", t.n_tokens - 1, where=c[0])
     kp = ui.slider("Key token", 0, t.n_tokens - 1, "rope_kpos", 0, where=c[1])
-    # offsets up to 256, inside the context where it allows, and far enough to reach the real pair
-    span = max(qp - kp, min(max(64, 2 * t.n_tokens), 256, cfg.n_ctx // 2))
-    second = max(1, min(100, cfg.n_ctx - 1 - span))
+    span, (_, second) = ra.relative_span(cfg, t.n_tokens, qp - kp)
     rel = ra.relative_scores(t, layer, head, qp, kp, max_offset=span, starts=(0, second))
     c1, c2 = st.columns([3, 2])
     with c1:

@@ -463,3 +463,13 @@ def test_positional_page_relative_chart_is_the_models_score_and_the_curves_coinc
     assert_ok(at)
     assert not [d for d in figures(at)["rope_relative"]["data"] if d.get("name", "").startswith("in the prompt")]
     assert "no star" in " ".join(m.value for m in at.markdown)
+
+
+def test_relative_span_keeps_both_placements_inside_the_context(loaded):
+    cfg = loaded["llama"][0].cfg  # a 64-position context
+    for T, offset in ((9, 0), (9, 8), (60, 40)):
+        span, (first, second) = ra.relative_span(cfg, T, offset)
+        assert first == 0 and span >= offset and second >= 1
+        assert second + span < cfg.n_ctx or span == offset  # only a real pair's distance may push past
+    assert ra.relative_span(cfg.replace(n_ctx=1024), 20) == (64, (0, 100))
+    assert ra.relative_span(cfg.replace(n_ctx=1024), 500, 300) == (300, (0, 100))

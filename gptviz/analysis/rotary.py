@@ -142,6 +142,14 @@ class RelativeScores:
     actual_score: float  # the trace's own score of q_pos looking at k_pos
 
 
+def relative_span(cfg: GPTConfig, n_tokens: int, offset: int = 0) -> tuple[int, tuple[int, int]]:
+    """Offsets and starts for ``relative_scores`` that stay inside the context where it allows:
+    up to 256 offsets (at least ``offset``, the real pair's distance), the key at 0 and at a
+    second start, 100 where the context leaves room, so both placements are real positions."""
+    span = max(offset, min(max(64, 2 * n_tokens), 256, cfg.n_ctx // 2))
+    return span, (0, max(1, min(100, cfg.n_ctx - 1 - span)))
+
+
 def relative_scores(
     trace: Trace,
     layer: int,
