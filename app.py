@@ -41,22 +41,7 @@ if ctx is not None:
     c[3].metric("vector width", cfg.d_model)
     c[4].metric("context (tokens)", cfg.n_ctx)
     c[5].metric("vocabulary", f"{cfg.vocab_size:,}")
-    norm = "RMSNorm" if cfg.norm_kind == "rmsnorm" else "LayerNorm"
-    pos = (
-        f"**rotary** (θ = {cfg.rope_theta:,.0f}{f', {cfg.rot_dim} of {cfg.d_head} dims' * (cfg.rot_dim < cfg.d_head)})"
-    )
-    extras = [
-        f"{cfg.n_head} query heads share {cfg.kv_heads} key/value head{'s' * (cfg.kv_heads > 1)}"
-        * (cfg.kv_heads < cfg.n_head),
-        "q/k norm" * cfg.qk_norm,
-        "parallel blocks" * cfg.parallel,
-    ]
-    st.markdown(
-        f"Positions: {pos if cfg.pos == 'rotary' else f'**{cfg.pos}**'} · {norm}: **{cfg.norm}-norm** · "
-        f"feed-forward: **{'gated ' if cfg.ffn == 'gated' else ''}{cfg.act}** · "
-        + "".join(f"{e} · " for e in extras if e)
-        + f"output weights {'tied to the embeddings' if cfg.tie_weights else 'separate'} · tokenizer: **{cfg.tokenizer}**"
-    )
+    st.markdown(ui.architecture(cfg) + f" · tokenizer: **{cfg.tokenizer}**")
     if card:
         st.markdown(
             f"Trained by `python -m gptviz train {card['name']}` on Tiny Shakespeare: "

@@ -54,6 +54,7 @@ st.subheader("Tokens")
 def tokens(i, spec, model, t) -> None:
     cfg = model.cfg
     st.markdown(f"**{spec}**: {model.num_params():,} parameters, {cfg.n_layer} layers × {cfg.n_head} heads")
+    st.caption(ui.architecture(cfg))
     title = f"{cfg.tokenizer}: {t.n_input_tokens} tokens"
     fig = figures.trace_chips(t, title=title, row_width=30, projector=P)
     ui.chart(fig, f"sbs_tokens_{i}", table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes))

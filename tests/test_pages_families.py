@@ -25,6 +25,7 @@ from gptviz.analysis.lens import (
     residual_stack,
 )
 from gptviz.figures import attention as fa
+from gptviz.figures import residual as fres
 from gptviz.figures import rotary as fr
 from gptviz.model import rotate as model_rotate
 from tests.apptest_utils import assert_ok, decode, figures, open_page
@@ -86,6 +87,9 @@ def test_every_page_opens_with_every_family(folders, kind, page):
         assert "attn_gqa" in figs if kind != "gpt_neox" else "attn_gqa" not in figs
     if page == "8_Side_by_side.py":
         assert folders[kind] in figs["sbs_attn_0"]["layout"]["title"]["text"]
+        captions = [c.value for c in at.caption]
+        assert any(c.startswith("Positions: **rotary**") for c in captions)  # left: this family
+        assert any(c.startswith("Positions: **learned**") for c in captions)  # right: GPT-2 style
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -137,7 +141,13 @@ def test_exports_work_for_every_family(loaded, kind, tmp_path):
         fr.relative_position_curves(ra.relative_scores(trace, 0, 0, 5, 1), trace.tokens[5], trace.tokens[1]),
         fa.gqa_grid(trace.config),
         *fa.attention_steps(trace, 0, trace.config.n_head - 1, 8),
+        fres.layernorm_figure(layernorm_view(model, trace, "blocks.1.ln2", 2), trace.tokens[2]),
+        fres.logit_attribution(direct_logit_attribution(model, trace), "x"),
     ]
+    if model.cfg.ffn == "gated":
+        figs.append(
+            fres.gated_neurons_bar(trace["pre", 0], trace["pre_linear", 0], trace["post", 0], 2, trace.tokens, 0)
+        )
     for fig in figs:
         table = export.figure_table(fig)
         assert len(table) > 0
