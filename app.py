@@ -41,10 +41,7 @@ if ctx is not None:
     c[3].metric("vector width", cfg.d_model)
     c[4].metric("context (tokens)", cfg.n_ctx)
     c[5].metric("vocabulary", f"{cfg.vocab_size:,}")
-    st.markdown(
-        f"Positions: **{cfg.pos}** · LayerNorm: **{cfg.norm}-LN** · activation: **{cfg.act}** · "
-        f"output weights {'tied to the embeddings' if cfg.tie_weights else 'separate'} · tokenizer: **{cfg.tokenizer}**"
-    )
+    st.markdown(ui.architecture(cfg) + f" · tokenizer: **{cfg.tokenizer}**")
     if card:
         st.markdown(
             f"Trained by `python -m gptviz train {card['name']}` on Tiny Shakespeare: "

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from gptviz import figures, site
 from gptviz.analysis import generation as gen
+from gptviz.analysis import rotary
 from gptviz.analysis.attention import head_stats, previous_token_score
 from gptviz.analysis.embeddings import position_similarity, positional_table
 from gptviz.figures import attention as fa
@@ -53,6 +54,7 @@ class Step:
     quiz: str | None = None
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     variant: str = ""  # another chart of the same stage (e.g. "similarity" for positions)
+    rotary: tuple[str, str] | None = None  # (title, text) instead, for a rotary model (nothing is added)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -109,6 +111,13 @@ _POS = Step(
     "Attention alone cannot tell *dog bites man* from *man bites dog*, so a **position vector** is "
     "added to every token's vector. The chart shows the last token, {last_token}: its embedding, "
     "its position vector ({pos_kind}) and their sum, which enters the first layer.",
+    rotary=(
+        "Step 3 · Turn queries and keys by where each token is",
+        "Attention alone cannot tell *dog bites man* from *man bites dog*. This model adds nothing to the "
+        "token vectors: inside every attention layer it **rotates** each query and key, pair of numbers by "
+        "pair of numbers, by an angle that grows with the token's position ({pos_kind}). The chart shows "
+        "the angle of every pair at every position: some pairs spin fast, others slowly, like clock hands.",
+    ),
 )
 _ATTN = Step(
     "attention",
@@ -166,6 +175,13 @@ PREVIOUS_TOKEN = Lesson(
             "with each other: neighbours look alike, so a head can learn to prefer the position right "
             "before its own.",
             variant="similarity",
+            rotary=(
+                "Step 3 · Rotations make 'just before' visible",
+                "This model rotates each query and key by its position ({pos_kind}). Because both are "
+                "turned, their score depends only on **how far apart** two tokens are. The chart takes the "
+                "last token's query and the previous token's key and moves them to every distance: the "
+                "score changes with the distance, so a head can learn to prefer the token right before.",
+            ),
         ),
         Step(
             "heads",
@@ -259,7 +275,11 @@ def facts(
         "n_layer": cfg.n_layer,
         "n_heads_total": cfg.n_layer * cfg.n_head,
         "vocab": cfg.vocab_size,
-        "pos_kind": "fixed sine and cosine waves" if cfg.pos == "sinusoidal" else "learned in training",
+        "pos_kind": {
+            "sinusoidal": "fixed sine and cosine waves",
+            "rotary": "rotary position embedding, RoPE",
+        }.get(cfg.pos, "learned in training"),
+        "rotary": cfg.pos == "rotary",
         "layer": layer,
         "head": head,
         "prev_score": float(np.nan_to_num(prev, nan=0.0)),
@@ -283,10 +303,11 @@ def step_text(step: Step, fact: Mapping[str, Any]) -> tuple[str, str]:
             return "{" + key + "}"
 
     values = _Keep(fact)
+    title, text = step.rotary if step.rotary is not None and fact.get("rotary") else (step.title, step.text)
     try:
-        return step.title.format_map(values), step.text.format_map(values)
+        return title.format_map(values), text.format_map(values)
     except (ValueError, IndexError):
-        return step.title, step.text
+        return title, text
 
 
 # --- predict, then reveal ---------------------------------------------------------------------
@@ -411,6 +432,14 @@ def step_view(
         return StepView(figures.trace_chips(t, title=title, projector=P), table)
     if step.stage == "embeddings":
         return StepView(figures.embedding_heatmap(t, projector=P))
+    if step.stage == "positions" and t.config.pos == "rotary":  # nothing is added: show the rotation
+        if step.variant == "similarity" and t.n_tokens > 1:
+            q, k = t.n_tokens - 1, t.n_tokens - 2
+            span, starts = rotary.relative_span(t.config, t.n_tokens, 1)
+            rel = rotary.relative_scores(t, 0, 0, q, k, max_offset=min(span, 64), starts=starts)
+            return StepView(figures.relative_position_curves(rel, t.tokens[q], t.tokens[k], projector=P))
+        angles = rotary.rotary_angles(t.config, max(32, t.n_tokens))
+        return StepView(figures.rotary_angle_heatmap(angles, projector=P))
     if step.stage == "positions" and step.variant == "similarity":
         pos = positional_table(model, max(8, t.n_tokens))
         return StepView(figures.position_similarity_heatmap(position_similarity(pos), projector=P))

@@ -43,6 +43,19 @@ ui.chart(
     "each row sums to 1. The grey triangle is the **causal mask**: a GPT may not peek at later tokens.",
 )
 
+if cfg.kv_heads < cfg.n_head:
+    G = cfg.n_head // cfg.kv_heads
+    st.subheader("Grouped-query attention: query heads share keys and values")
+    ui.chart(
+        fa.gqa_grid(cfg, head, projector=pj),
+        "attn_gqa",
+        caption=f"This model has {cfg.n_head} query heads but only {cfg.kv_heads} key/value "
+        f"head{'s' * (cfg.kv_heads > 1)}: each block of {G} neighbouring query heads reads the same keys and values "
+        f"(query head h uses K/V head h // {G}). Each query head still asks its own question, so its pattern is its "
+        "own; sharing only saves the memory of the keys and values kept for generation. "
+        f"Head {head} (outlined) reads K/V head {fa.kv_head(t, head)}.",
+    )
+
 st.subheader("All heads at once")
 ui.chart(
     fa.attention_grid(t, (layer, head), projector=pj),
@@ -56,6 +69,21 @@ ui.chart(
 
 n = min(t.n_tokens, 20)
 st.subheader(f"Step by step: layer {layer}, head {head} on the first {n} tokens")
+notes = []
+if cfg.pos == "rotary":
+    notes.append(
+        "Q and K are shown **after their rotation by position** (rotary embedding, see the Positional encoding "
+        "page): those are the vectors the scores are made of."
+    )
+if cfg.qk_norm:
+    notes.append("Before rotating, each query and key head is RMS-normalized on its own (q/k norm, as in Qwen3).")
+if cfg.kv_heads < cfg.n_head:
+    notes.append(
+        f"K and V are those of **K/V head {fa.kv_head(t, head)}**, which query head {head} shares with "
+        f"{cfg.n_head // cfg.kv_heads - 1} other query head(s)."
+    )
+if notes:
+    st.markdown(" ".join(notes))
 steps = fa.attention_steps(t, layer, head, n, projector=pj)
 slots = [st.container(), *st.columns(2), *st.columns(2)]
 for i, (slot, fig, note) in enumerate(zip(slots, steps, fa.STEP_NOTES, strict=True)):
@@ -85,6 +113,12 @@ st.subheader("Ablation: switch heads off")
 st.markdown(
     "Switch heads off and see what the model predicts without them: **zero** replaces a head's output by 0, "
     "**mean** by its average over the prompt (keeps the average, drops what depends on the token)."
+    + (
+        " Heads here are **query heads**: ablating one removes its output only; the K/V head it shares keeps "
+        "serving the other query heads of its group."
+        if cfg.kv_heads < cfg.n_head
+        else ""
+    )
 )
 heads = [f"{a}.{b}" for a in range(cfg.n_layer) for b in range(cfg.n_head)]
 ab = ui.ablation_picker(ctx, "heads", heads, "Heads to ablate (layer.head)", "Replace each head's output by")

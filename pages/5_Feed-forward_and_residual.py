@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from gptviz import ui
-from gptviz.analysis.lens import direct_logit_attribution, layernorm_names, layernorm_view, logit_lens
+from gptviz.analysis.lens import direct_logit_attribution, layernorm_names, layernorm_view, logit_lens, norm_label
 from gptviz.figures import residual as fig
 from gptviz.hooks import block_name
 
@@ -18,8 +18,13 @@ ctx = ui.page(
     "happens when you switch neurons off.",
 )
 t, cfg, P = ctx.trace, ctx.cfg, ctx.projector
-tok_str, act = ctx.tokenizer.token_str, {"relu": "ReLU"}.get(cfg.act, "GELU")
-st.caption(f"This model: **{cfg.norm}-LN**, activation **{act}**, {cfg.d_mlp:,} neurons per layer.")
+tok_str, act = ctx.tokenizer.token_str, {"relu": "ReLU", "silu": "SiLU"}.get(cfg.act, "GELU")
+gated, NORM = cfg.ffn == "gated", norm_label(cfg)
+ffn_kind = f"gated ({act} gate × linear up, SwiGLU)" if gated else f"activation **{act}**"
+parallel = "; **parallel** blocks (attention and feed-forward both read the layer's input)" if cfg.parallel else ""
+st.caption(
+    f"This model: **{cfg.norm}-norm {NORM}**, feed-forward {ffn_kind}, {cfg.d_mlp:,} neurons per layer{parallel}."
+)
 
 st.subheader("Which neurons fire?")
 layer = ui.slider("Layer", 0, cfg.n_layer - 1, "ff_layer", 0)
@@ -28,31 +33,68 @@ top_n = ui.slider("Neurons shown (the most active ones)", 1, min(cfg.d_mlp, 256)
 ui.chart(
     fig.mlp_activation_heatmap(acts, t.tokens, layer, top_n, projector=P),
     "ff_mlp",
-    caption=f"Each row is one neuron (its value after the {act}), each column a token; the brighter, the stronger "
-    f"it fires ({act} leaves almost nothing below 0, so the scale starts at the smallest value). Only the "
-    f"{min(top_n, cfg.d_mlp)} neurons with the largest activation anywhere in the prompt are drawn (of {cfg.d_mlp:,}).",
+    caption=(
+        f"Each row is one neuron (its value {act}(gate) × up, see below), each column a token; red positive, blue "
+        "negative."
+        if gated
+        else f"Each row is one neuron (its value after the {act}), each column a token; the brighter, the stronger "
+        f"it fires ({act} leaves almost nothing below 0, so the scale starts at the smallest value)."
+    )
+    + f" Only the {min(top_n, cfg.d_mlp)} neurons with the largest activation anywhere in the prompt are drawn "
+    f"(of {cfg.d_mlp:,}).",
 )
-pos = ui.slider("Token position (here and for LayerNorm below)", 0, t.n_tokens - 1, "ff_pos", t.n_tokens - 1)
+pos = ui.slider(f"Token position (here and for {NORM} below)", 0, t.n_tokens - 1, "ff_pos", t.n_tokens - 1)
 ui.chart(fig.top_neurons_bar(acts, pos, t.tokens, layer, projector=P), "ff_top_neurons")
+if gated:
+    st.subheader("A gated feed-forward network: gate × up")
+    st.markdown(
+        f"This model's feed-forward network is **gated** (SwiGLU, as in Llama): the token's vector goes through "
+        f"*two* matrices side by side. **gate** is passed through {act} and decides, neuron by neuron, *how much* "
+        "passes; **up** is a plain linear value saying *what* passes. Their product is what the last matrix, "
+        f"**down**, reads: `down({act}(gate·x) × up·x)`. So a neuron's activation above is this product, and it can "
+        "be negative: an open gate times a negative up value. A gate near 0 shuts its neuron whatever up says."
+    )
+    ui.chart(
+        fig.gated_neurons_bar(
+            t["pre", layer], t["pre_linear", layer], acts, pos, t.tokens, layer, cfg.act, projector=P
+        ),
+        "ff_gated",
+        caption=f"The neurons with the largest product at token {pos}: the {act} of the gate (`mlp.hook_pre` after "
+        f"{act}), up (`mlp.hook_pre_linear`) and their product (`mlp.hook_post`).",
+    )
 
 st.subheader("The residual stream")
 st.markdown(
-    "Top: how long each token's vector is after every layer. In a pre-LN model (GPT-2) nothing rescales the stream, "
-    "so it tends to grow layer by layer; in the seed's post-LN model every layer ends on a LayerNorm, so its length "
-    "stays about the same. Below: how big a change attention and the feed-forward network make at each layer next "
-    "to the stream they add to (averages over the prompt's tokens; whiskers show how much tokens differ)."
+    "Top: how long each token's vector is after every layer. In a pre-norm model (GPT-2, Llama) nothing rescales the "
+    "stream, so it tends to grow layer by layer; in the seed's post-LN model every layer ends on a LayerNorm, so its "
+    "length stays about the same. Below: how big a change attention and the feed-forward network make at each layer "
+    "next to the stream they add to (averages over the prompt's tokens; whiskers show how much tokens differ)."
+    + (
+        " In this model's **parallel** blocks both sub-layers read the layer's input and both outputs are added at "
+        "once: the stream after the layer is still input + attention output + feed-forward output."
+        if cfg.parallel
+        else ""
+    )
 )
 ui.chart(fig.residual_norm_heatmap(t, projector=P), "ff_resid_norm")
 ui.chart(fig.sublayer_norms(t, projector=P), "ff_sublayer")
 
-st.subheader("LayerNorm, step by step")
+st.subheader(f"{NORM}, step by step")
 names = layernorm_names(cfg)
-ln = ui.select("LayerNorm", names, "ff_ln", default=block_name(layer, "ln2"))
+ln = ui.select(NORM, names, "ff_ln", default=block_name(layer, "ln2"))
 view = layernorm_view(ctx.model, t, ln, pos)
-st.markdown(
-    f"**{ln}**: {view.role}. LayerNorm subtracts the vector's mean, divides by its standard deviation, then "
-    "multiplies by a learned scale γ and adds a learned shift β (one of each per dimension)."
-)
+if view.kind == "rmsnorm":
+    how_norm = (
+        "**RMSNorm** is LayerNorm made simpler: it subtracts **no mean**, divides the vector by its **root mean "
+        "square** √(mean(x²) + ε), then multiplies by a learned scale γ (one per dimension). There is **no shift** β. "
+        "The vector keeps its direction; only its length is set."
+    )
+else:
+    how_norm = (
+        "LayerNorm subtracts the vector's mean, divides by its standard deviation, then multiplies by a learned "
+        "scale γ and adds a learned shift β (one of each per dimension)."
+    )
+st.markdown(f"**{ln}**: {view.role}. {how_norm}")
 ui.chart(fig.layernorm_figure(view, t.tokens[pos], projector=P), "ff_layernorm")
 
 st.subheader("Logit lens: what would the model say if it stopped here?")
@@ -64,7 +106,7 @@ def _lens(spec: str, text: str, _model, _trace):  # the model and trace are fixe
 
 
 lens = _lens(ctx.spec, t.text, ctx.model, t)
-how = "through the final LayerNorm" if cfg.final_ln else "the seed's stream is already normalized after every layer"
+how = f"through the final {NORM}" if cfg.final_ln else "the seed's stream is already normalized after every layer"
 tied = " With tied weights the first row mostly predicts the input token itself." if cfg.tie_weights else ""
 ui.chart(
     fig.logit_lens_heatmap(lens, t.tokens, projector=P),
@@ -84,7 +126,17 @@ ui.chart(
     fig.logit_attribution(attr, tok_str(target), projector=P),
     "ff_dla",
     caption=f"Each bar: how much one component's write into the residual stream raises (red) or lowers (blue) the "
-    f"logit of {tok_str(target)!r}. This split is **{attr.method}**.",
+    f"logit of {tok_str(target)!r}. This split is **{attr.method}**."
+    + (
+        " The first bar is the token embedding alone: a rotary model adds no position vector."
+        if cfg.pos == "rotary"
+        else ""
+    )
+    + (
+        " The output layer is separate from the embeddings (untied), so its own weights are used."
+        if not cfg.tie_weights
+        else ""
+    ),
 )
 
 st.subheader("Neuron ablation: switch neurons off")

@@ -118,7 +118,8 @@ ui.chart(
 ui.seed_note(
     "output_logits = nn.Linear(embed_dim, vocab_size)(embeddings)",
     "GPT-2 has no separate output matrix: it reuses the token **embedding** matrix (tied weights, no bias), "
-    "and it first normalises the last residual vector with a final **LayerNorm**. The logits become "
+    "and it first normalises the last residual vector with a final **LayerNorm** (Llama-style models: a final "
+    "**RMSNorm**, and often a separate output matrix). The logits become "
     "probabilities with a **softmax**, and only the **last position's** scores predict the next token "
     "(the others predict tokens we already have; they are what training learns from).",
 )

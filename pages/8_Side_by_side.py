@@ -16,6 +16,7 @@ ctx = ui.page(
 P, text = ctx.projector, ctx.trace.text
 snapshots = [f"bundled:gpt2-style@{s}" for s in bundled_snapshots("gpt2-style")]
 options = [o for o in ui.model_options() if o != ui.OTHER] + snapshots
+options += [s for s in (ctx.spec, ui.from_url("sbs_left"), ui.from_url("sbs_right")) if s and s not in options]
 c = st.columns(2)
 specs = [
     ui.select("Left model", options, "sbs_left", "bundled:seed", where=c[0]),
@@ -53,6 +54,7 @@ st.subheader("Tokens")
 def tokens(i, spec, model, t) -> None:
     cfg = model.cfg
     st.markdown(f"**{spec}**: {model.num_params():,} parameters, {cfg.n_layer} layers × {cfg.n_head} heads")
+    st.caption(ui.architecture(cfg))
     title = f"{cfg.tokenizer}: {t.n_input_tokens} tokens"
     fig = figures.trace_chips(t, title=title, row_width=30, projector=P)
     ui.chart(fig, f"sbs_tokens_{i}", table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes))

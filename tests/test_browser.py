@@ -372,3 +372,40 @@ def test_projector_mode(tab):
     tab.page.wait_for_function(f"before => ({TITLE_PX})() > before", arg=before)
     tab.screenshot("Tokenization-projector")
     tab.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> str:
+    """A tiny random Llama folder (grouped-query attention: 8 query heads, 2 K/V heads)."""
+    pytest.importorskip("transformers")
+    from tests.hf_families import make_family_model
+
+    folder = tmp_path_factory.mktemp("tiny-llama") / "llama"
+    make_family_model("llama", folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    ("path", "keys"),
+    [
+        ("Positional_encoding", ("rope_angles", "rope_curves", "rope_wavelengths", "rope_arrows", "rope_relative")),
+        ("Attention", ("attn_gqa", "attn_step1", "attn_step2")),
+        ("Feed-forward_and_residual", ("ff_gated", "ff_layernorm", "ff_dla")),
+        ("Embeddings", ("norms",)),
+    ],
+)
+def test_rotary_and_grouped_query_charts_render(tab, tiny_llama, path, keys):
+    from urllib.parse import quote
+
+    tab.open(f"{path}?model={quote(tiny_llama, safe='')}&prompt=Hello%2C%20world!%20The%20quick%20brown%20fox.")
+    tab.wait_charts()
+    assert tab.query().get("model") == tiny_llama, "the app fell back to another model"
+    for key in keys:
+        chart = tab.page.locator(f".st-key-{key} .js-plotly-plot .main-svg").first
+        chart.wait_for(state="visible")
+        box = chart.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 150, (key, box)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        tab.page.locator(f".st-key-{key}").first.screenshot(path=str(SHOTS / f"llama_{key}.png"))
+    tab.screenshot(f"llama_{path}")
+    tab.assert_clean()

@@ -101,7 +101,11 @@ def induction_scores(model: GPT, n: int | None = None, batch: int = 4, seed: int
 
 def head_stats(trace: Trace, induction: np.ndarray | None = None) -> pd.DataFrame:
     """One row per head ("layer.head"): entropy, previous-token, first-token (on the trace's
-    prompt) and induction (from ``induction_scores``; omitted when ``None``)."""
+    prompt) and induction (from ``induction_scores``; omitted when ``None``). A head is a
+    *query* head; with grouped-query attention a "K/V head" column says which key/value head it
+    reads (query heads of one group share keys, not patterns: each row is still its own)."""
+    cfg = trace.config
+    G = cfg.n_head // cfg.kv_heads
     rows = []
     for layer in range(trace.config.n_layer):
         p = trace["pattern", layer]
@@ -111,6 +115,7 @@ def head_stats(trace: Trace, induction: np.ndarray | None = None) -> pd.DataFram
                 "head": f"{layer}.{h}",
                 "layer": layer,
                 "head index": h,
+                **({"K/V head": h // G} if G > 1 else {}),
                 "entropy": ent[h],
                 "previous-token": prev[h],
                 "first-token": first[h],

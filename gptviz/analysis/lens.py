@@ -4,7 +4,8 @@ Everything here reads the model's *weights* (LayerNorm scale/shift, the unembedd
 ``Trace`` and returns plain arrays, so each result can be checked against the model's own
 forward pass:
 
-- ``layernorm_view``: one LayerNorm at one token, input → mean/std → normalized → ×weight +bias.
+- ``layernorm_view``: one LayerNorm at one token, input → mean/std → normalized → ×weight +bias
+  (RMSNorm: no mean subtracted, divided by the root mean square, ×weight, no shift).
 - ``logit_lens``: decode the residual stream after every layer as if it were the last one.
 - ``direct_logit_attribution``: split one logit into what each component wrote to the residual.
 """
@@ -45,8 +46,13 @@ def residual_stack(trace: Trace) -> np.ndarray:
 # --- LayerNorm ---------------------------------------------------------------------------------
 
 
+def norm_label(cfg: GPTConfig) -> str:
+    """What the model's norms are called: "RMSNorm" (Llama and after) or "LayerNorm"."""
+    return "RMSNorm" if cfg.norm_kind == "rmsnorm" else "LayerNorm"
+
+
 def layernorm_names(cfg: GPTConfig) -> list[str]:
-    """Every LayerNorm of the model, in the order the data meets them."""
+    """Every LayerNorm (or RMSNorm) of the model, in the order the data meets them."""
     names = [block_name(i, ln) for i in range(cfg.n_layer) for ln in ("ln1", "ln2")]
     return names + (["ln_final"] if cfg.final_ln else [])
 
@@ -54,11 +60,13 @@ def layernorm_names(cfg: GPTConfig) -> list[str]:
 def layernorm_role(cfg: GPTConfig, name: str) -> str:
     """Where this LayerNorm sits and what it reads, in one sentence."""
     if name == "ln_final":
-        return "the final LayerNorm: normalizes the last layer's output before the unembedding"
+        return f"the final {norm_label(cfg)}: normalizes the last layer's output before the unembedding"
     layer, ln = name.split(".")[1], name.split(".")[2]
     if cfg.norm == "pre":
         what = "attention" if ln == "ln1" else "the feed-forward network"
         src = "residual stream entering the layer" if ln == "ln1" else "residual stream after attention"
+        if cfg.parallel and ln == "ln2":  # GPT-NeoX: both sub-layers read the block's input
+            src = "residual stream entering the layer (a parallel block: the feed-forward network does not see attention's output)"
         return f"layer {layer}, before {what}: normalizes a copy of the {src} (the stream itself is unchanged)"
     added = "attention output" if ln == "ln1" else "feed-forward output"
     return f"layer {layer}, after the residual addition: normalizes (stream + {added}) and *becomes* the stream"
@@ -67,8 +75,10 @@ def layernorm_role(cfg: GPTConfig, name: str) -> str:
 def layernorm_input(trace: Trace, name: str) -> np.ndarray:
     """What LayerNorm ``name`` reads, ``[T, D]``.
 
-    pre-LN: ln1 reads ``resid_pre``, ln2 ``resid_mid``, ln_final the last ``resid_post``.
-    post-LN: ln1 reads ``resid_pre + attn_out``, ln2 ``resid_mid + mlp_out``.
+    pre-LN: ln1 reads ``resid_pre``, ln2 ``resid_mid``, ln_final the last ``resid_post``;
+    in a parallel block (GPT-NeoX) ln2 reads ``resid_pre`` too: attention and the feed-forward
+    network both see the block's input. post-LN: ln1 reads ``resid_pre + attn_out``, ln2
+    ``resid_mid + mlp_out``.
     """
     cfg = trace.config
     if name == "ln_final":
@@ -76,7 +86,7 @@ def layernorm_input(trace: Trace, name: str) -> np.ndarray:
     _, layer, ln = name.split(".")
     i = int(layer)
     if cfg.norm == "pre":
-        return trace["resid_pre", i] if ln == "ln1" else trace["resid_mid", i]
+        return trace["resid_pre", i] if ln == "ln1" or cfg.parallel else trace["resid_mid", i]
     if ln == "ln1":
         return trace["resid_pre", i] + trace["attn_out", i]
     return trace["resid_mid", i] + trace["mlp_out", i]
@@ -93,18 +103,28 @@ def _layernorm_module(model: GPT, name: str):
 
 @dataclass(frozen=True)
 class LayerNormView:
-    """One LayerNorm applied to one token, step by step (vectors are ``[D]``)."""
+    """One LayerNorm (or RMSNorm) applied to one token, step by step (vectors are ``[D]``).
+
+    RMSNorm (``kind == "rmsnorm"``) subtracts nothing and shifts nothing: ``mean`` is 0 (not
+    the vector's mean: the mean that was *subtracted*), ``std`` is the root mean square and
+    ``bias`` is all zeros, so the same fields describe both and ``output`` is always
+    ``normalized * weight + bias``."""
 
     name: str
     role: str
     pos: int
     x: np.ndarray  # the input
-    mean: float
-    std: float  # sqrt(variance + eps): what the model divides by (= ln.hook_scale)
-    normalized: np.ndarray  # (x - mean) / std: mean 0, std ~1
+    mean: float  # what was subtracted (RMSNorm: 0)
+    std: float  # sqrt(variance + eps), RMSNorm sqrt(mean square + eps): what the model divides by (= hook_scale)
+    normalized: np.ndarray  # (x - mean) / std: mean 0, std ~1 (RMSNorm: root mean square ~1)
     weight: np.ndarray  # learned scale (gamma)
-    bias: np.ndarray  # learned shift (beta)
-    output: np.ndarray  # normalized * weight + bias (= ln.hook_normalized)
+    bias: np.ndarray  # learned shift (beta; RMSNorm has none: zeros)
+    output: np.ndarray  # normalized * weight + bias (= hook_normalized)
+    kind: str = "layernorm"  # or "rmsnorm"
+
+    @property
+    def label(self) -> str:
+        return "RMSNorm" if self.kind == "rmsnorm" else "LayerNorm"
 
 
 def layernorm_view(model: GPT, trace: Trace, name: str, pos: int) -> LayerNormView:
@@ -112,23 +132,28 @@ def layernorm_view(model: GPT, trace: Trace, name: str, pos: int) -> LayerNormVi
     from its input and the model's weights."""
     ln = _layernorm_module(model, name)
     x = np.asarray(layernorm_input(trace, name)[pos], dtype=np.float64)
-    mean = float(x.mean())
+    rms = model.cfg.norm_kind == "rmsnorm"
+    mean = 0.0 if rms else float(x.mean())
     std = float(np.sqrt(((x - mean) ** 2).mean() + ln.eps))
     normalized = (x - mean) / std
     w = ln.weight.detach().numpy().astype(np.float64)
-    b = ln.bias.detach().numpy().astype(np.float64)
-    return LayerNormView(name, layernorm_role(model.cfg, name), pos, x, mean, std, normalized, w, b, normalized * w + b)
+    b = np.zeros_like(w) if rms else ln.bias.detach().numpy().astype(np.float64)
+    role = layernorm_role(model.cfg, name)
+    out = normalized * w + b
+    return LayerNormView(name, role, pos, x, mean, std, normalized, w, b, out, model.cfg.norm_kind)
 
 
 # --- the logit lens ------------------------------------------------------------------------------
 
 
 def _final_norm(model: GPT, x: torch.Tensor) -> torch.Tensor:
-    """pre-LN: the final LayerNorm with the vector's own statistics; post-LN: nothing to do
-    (every layer already ends on a LayerNorm)."""
+    """pre-LN: the final LayerNorm (or RMSNorm) with the vector's own statistics; post-LN:
+    nothing to do (every layer already ends on a LayerNorm)."""
     ln = model.ln_final
     if ln is None:
         return x
+    if model.cfg.norm_kind == "rmsnorm":
+        return x / (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt() * ln.weight
     x = x - x.mean(-1, keepdim=True)
     return x / (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt() * ln.weight + ln.bias
 
@@ -187,37 +212,48 @@ class Attribution:
     logit: float
     exact: bool
     method: str
+    bias_label: str = "bias (LN shift + output bias)"  # what the bias term holds, for the bar's name
 
     @property
     def total(self) -> float:
         return float(self.values.sum() + self.bias)
 
 
-def component_labels(n_layer: int) -> list[str]:
-    return ["embed + pos"] + [f"L{i} {part}" for i in range(n_layer) for part in ("attn", "mlp")]
+def component_labels(n_layer: int, rotary: bool = False) -> list[str]:
+    """Bar labels: the embeddings (with the position vector, unless rotary: nothing is added),
+    then each layer's attention and feed-forward output."""
+    first = "embed" if rotary else "embed + pos"
+    return [first] + [f"L{i} {part}" for i in range(n_layer) for part in ("attn", "mlp")]
 
 
 def _components(trace: Trace, pos: int) -> list[np.ndarray]:
-    """What each component wrote into the residual stream at ``pos``, in model order."""
-    out = [trace["hook_embed"][pos].astype(np.float64) + trace["hook_pos_embed"][pos]]
+    """What each component wrote into the residual stream at ``pos``, in model order (a rotary
+    model adds no position vector: its positions act inside attention)."""
+    first = trace["hook_embed"][pos].astype(np.float64)
+    if trace.config.pos != "rotary":
+        first = first + trace["hook_pos_embed"][pos]
+    out = [first]
     for i in range(trace.config.n_layer):
         out.append(trace["attn_out", i][pos].astype(np.float64))
         out.append(trace["mlp_out", i][pos].astype(np.float64))
     return out
 
 
-def _frozen_ln(v: np.ndarray, scale: float, weight: np.ndarray) -> np.ndarray:
-    """The linear part of a LayerNorm whose scale is fixed at an observed value."""
-    return (v - v.mean()) / scale * weight
+def _frozen_ln(v: np.ndarray, scale: float, weight: np.ndarray, centre: bool = True) -> np.ndarray:
+    """The linear part of a LayerNorm whose scale is fixed at an observed value (RMSNorm,
+    ``centre=False``: nothing is subtracted, so a component passes as it is, rescaled)."""
+    return ((v - v.mean()) if centre else v) / scale * weight
 
 
 def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = None, pos: int = -1) -> Attribution:
     """Split the logit of ``token_id`` (default: the model's top prediction) after ``pos``.
 
-    pre-LN (exact): the final residual is the sum of the components; the final LayerNorm is
-    linear once its scale (``ln_final.hook_scale``, the std of the *whole* sum) is fixed, so
-    component ``c`` contributes ``((c - mean c) / scale * w) · W_U[:, token]`` and
-    ``b · W_U[:, token]`` (+ the output bias, if any) is the bias term.
+    pre-LN (exact): the final residual is the sum of the components (also in a parallel block:
+    ``resid_post = resid_pre + attn_out + mlp_out``); the final LayerNorm is linear once its
+    scale (``ln_final.hook_scale``, the std of the *whole* sum) is fixed, so component ``c``
+    contributes ``((c - mean c) / scale * w) · W_U[:, token]`` and ``b · W_U[:, token]`` (+ the
+    output bias, if any) is the bias term. RMSNorm: the same without ``- mean c`` and without
+    ``b``. ``W_U`` is the output layer's own weight, tied to the embeddings or not.
 
     post-LN (approximate): every sub-layer is followed by a LayerNorm of the stream plus its
     output. Each LayerNorm is frozen at the scale it had in this run, so a component is carried
@@ -235,21 +271,29 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
     out_bias = float(model.unembed.bias.detach()[token_id]) if model.unembed.bias is not None else 0.0
     comps = _components(trace, pos)
 
+    rms = cfg.norm_kind == "rmsnorm"
+    labels = component_labels(cfg.n_layer, cfg.pos == "rotary")
+
     def weights(ln) -> tuple[np.ndarray, np.ndarray]:
-        return ln.weight.detach().numpy().astype(np.float64), ln.bias.detach().numpy().astype(np.float64)
+        w = ln.weight.detach().numpy().astype(np.float64)
+        return w, np.zeros_like(w) if rms else ln.bias.detach().numpy().astype(np.float64)
 
     if cfg.norm == "pre":
         scale = float(trace["ln_final.hook_scale"][pos, 0])
         w, b = weights(model.ln_final)
-        values = np.array([_frozen_ln(c, scale, w) @ u for c in comps])
+        values = np.array([_frozen_ln(c, scale, w, not rms) @ u for c in comps])
         bias = float(b @ u) + out_bias
+        what = "RMSNorm's root mean square" if rms else "LayerNorm's scale"
         method = (
-            "exact: the final LayerNorm's scale is read from this run, which makes it linear, so the "
+            f"exact: the final {what} is read from this run, which makes it linear, so the "
             "bars plus the bias term add up to the logit"
         )
-        return Attribution(
-            token_id, pos, component_labels(cfg.n_layer), values, bias, float(trace.logits(pos)[token_id]), True, method
-        )
+        if rms:  # RMSNorm has no shift: the bias term is the output bias or nothing
+            bias_label = "output bias" if model.unembed.bias is not None else "bias (none: RMSNorm has no shift)"
+        else:
+            bias_label = "bias (LN shift + output bias)" if model.unembed.bias is not None else "bias (LN shift)"
+        logit = float(trace.logits(pos)[token_id])
+        return Attribution(token_id, pos, labels, values, bias, logit, True, method, bias_label)
 
     parts: list[np.ndarray] = [comps[0]]
     shift = np.zeros(cfg.d_model)
@@ -258,8 +302,8 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
             parts.append(comps[1 + 2 * i + j])
             scale = float(trace["scale", i, ln_name][pos, 0])
             w, b = weights(getattr(model.blocks[i], ln_name))
-            parts = [_frozen_ln(p, scale, w) for p in parts]
-            shift = _frozen_ln(shift, scale, w) + b
+            parts = [_frozen_ln(p, scale, w, not rms) for p in parts]
+            shift = _frozen_ln(shift, scale, w, not rms) + b
     values = np.array([p @ u for p in parts])
     method = (
         "approximate: the seed's model normalizes after every sub-layer; each LayerNorm is frozen at the "
@@ -268,7 +312,7 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
     return Attribution(
         token_id,
         pos,
-        component_labels(cfg.n_layer),
+        labels,
         values,
         float(shift @ u) + out_bias,
         float(trace.logits(pos)[token_id]),

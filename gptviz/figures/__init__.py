@@ -11,6 +11,7 @@ from gptviz.figures.attention import (
     attention_grid,
     attention_pattern,
     attention_steps,
+    gqa_grid,
     next_token_bars,
     next_token_bars_for,
     pattern_heatmap,
@@ -42,6 +43,7 @@ from gptviz.figures.research import (
     patching_heatmap,
 )
 from gptviz.figures.residual import (
+    gated_neurons_bar,
     layernorm_figure,
     logit_attribution,
     logit_lens_heatmap,
@@ -49,6 +51,13 @@ from gptviz.figures.residual import (
     residual_norm_heatmap,
     sublayer_norms,
     top_neurons_bar,
+)
+from gptviz.figures.rotary import (
+    relative_position_curves,
+    rotary_angle_curves,
+    rotary_angle_heatmap,
+    rotary_pair_arrows,
+    rotary_wavelengths,
 )
 from gptviz.figures.tokens import bpe_merges, token_chips, token_table, trace_chips
 
@@ -60,6 +69,7 @@ __all__ = [
     "flow_graph",
     "patching_agreement",
     "patching_heatmap",
+    "gated_neurons_bar",
     "layernorm_figure",
     "logit_attribution",
     "logit_lens_heatmap",
@@ -71,6 +81,12 @@ __all__ = [
     "attention_grid",
     "attention_pattern",
     "attention_steps",
+    "gqa_grid",
+    "relative_position_curves",
+    "rotary_angle_curves",
+    "rotary_angle_heatmap",
+    "rotary_pair_arrows",
+    "rotary_wavelengths",
     "bpe_merges",
     "embedding_heatmap",
     "embedding_plus_position",

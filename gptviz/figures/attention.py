@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from gptviz.analysis.ablation import compare_next_token
 from gptviz.analysis.attention import causal_masked, max_pool
+from gptviz.config import GPTConfig
 from gptviz.figures._base import (
     QUALITATIVE,
     SEQUENTIAL,
@@ -134,7 +135,7 @@ def attention_grid(
             ax = {"showticklabels": False, "showgrid": False, "zeroline": False, "fixedrange": True}
             axes[f"xaxis{n}"] = {
                 **ax,
-                "domain": [h * (w + hs), h * (w + hs) + w],
+                "domain": [max(0.0, h * (w + hs)), min(1.0, h * (w + hs) + w)],
                 "anchor": ya,
                 "range": [-0.5, T - 0.5],
                 "constrain": "domain",
@@ -143,7 +144,7 @@ def attention_grid(
             top = 1 - layer * (hh + vs)
             axes[f"yaxis{n}"] = {
                 **ax,
-                "domain": [top - hh, top],
+                "domain": [max(0.0, top - hh), min(1.0, top)],  # float error may reach -1e-17
                 "anchor": xa,
                 "range": [T - 0.5, -0.5],  # query 0 at the top
                 "scaleanchor": xa,  # square cells, like the single pattern
@@ -186,6 +187,60 @@ def attention_grid(
     return go.Figure(data=traces, layout=layout, _validate=False)
 
 
+def gqa_grid(cfg: GPTConfig, selected: int | None = None, *, projector: bool = False) -> go.Figure:
+    """Grouped-query attention drawn: K/V heads down, query heads across, a filled cell where a
+    query head reads that K/V head. Query head ``h`` reads K/V head ``h // G`` (``G`` = query
+    heads per K/V head), so each row is one block of ``G`` neighbours; ``selected`` is outlined."""
+    H, K = cfg.n_head, cfg.kv_heads
+    G = H // K
+    z = np.zeros((K, H), dtype=np.float32)
+    for h in range(H):
+        z[h // G, h] = 1.0
+    text = [[f"q{h}" if z[k, h] else "" for h in range(H)] for k in range(K)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=np.arange(H),
+            y=np.arange(K),
+            text=text,
+            texttemplate="%{text}" if H <= 32 else "",
+            textfont={"size": 14 if projector else 11, "color": "white"},
+            colorscale=[[0.0, "#f2f2f2"], [1.0, QUALITATIVE[0]]],
+            zmin=0.0,
+            zmax=1.0,
+            showscale=False,
+            xgap=2,
+            ygap=2,
+            hovertemplate="query head %{x}<br>K/V head %{y}<br>%{z:.0f} = reads it<extra></extra>",
+        )
+    )
+    if selected is not None and 0 <= selected < H:
+        fig.add_shape(
+            type="rect",
+            x0=selected - 0.5,
+            x1=selected + 0.5,
+            y0=selected // G - 0.5,
+            y1=selected // G + 0.5,
+            line={"color": QUALITATIVE[5], "width": 3},
+        )
+    kind = (
+        "multi-query attention: one K/V head for all"
+        if K == 1
+        else f"grouped-query attention, {G} query heads per K/V head"
+    )
+    fig.update_layout(
+        title={
+            "text": f"Which query heads share a key/value head<br><sup>{H} query heads, {K} K/V heads: {kind}</sup>"
+        },
+        xaxis={"title": {"text": "query head"}, "dtick": 1 if H <= 32 else None, "showgrid": False},
+        yaxis={"title": {"text": "K/V head"}, "dtick": 1, "autorange": "reversed", "showgrid": False},
+        plot_bgcolor="white",
+        height=int(min(440, 170 + 48 * K)),
+    )
+    style(fig, projector=projector)
+    return fig.update_traces(colorscale=[[0.0, "#f2f2f2"], [1.0, QUALITATIVE[0]]])  # kept in projector mode
+
+
 def grid_cell(point: dict, n_head: int) -> tuple[int, int] | None:
     """The ``(layer, head)`` a click on ``attention_grid`` chose (a selection point), or None."""
     cd = point.get("customdata")
@@ -197,18 +252,44 @@ def grid_cell(point: dict, n_head: int) -> tuple[int, int] | None:
     return divmod(int(curve) // 2, n_head)
 
 
+def kv_head(trace: Trace, head: int) -> int:
+    """The K/V head query head ``head`` reads: ``head // G`` with ``G = n_head / kv_heads``
+    query heads per K/V head (grouped-query attention; ``head`` itself for multi-head)."""
+    cfg = trace.config
+    return head // (cfg.n_head // cfg.kv_heads)
+
+
 def _head(trace: Trace, name: str, layer: int, head: int, n: int) -> np.ndarray:
+    """``name``'s vectors of query head ``head`` for the first ``n`` tokens: for k and v that is
+    the shared K/V head, for a rotary model's q and k the rotated vectors (the ones the scores use)."""
+    short = name.removeprefix("rot_")
+    if short in ("k", "v"):
+        head = kv_head(trace, head)
+    if short in ("q", "k") and trace.config.pos == "rotary":
+        name = "rot_" + short
     return np.asarray(trace[name, layer][:n, head, :], dtype=np.float32)
 
 
 def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector: bool = False) -> go.Figure:
-    """Step 1: the head's query, key and value vectors for the first ``n`` tokens."""
+    """Step 1: the head's query, key and value vectors for the first ``n`` tokens (rotary: q and
+    k after their rotation by position; grouped-query: the K/V head this query head shares)."""
     _check(trace, layer, head)
     n = min(n, trace.n_tokens)
     tokens = trace.tokens[:n]
     mats = [_head(trace, x, layer, head, n) for x in "qkv"]
     lim = float(max(np.abs(m).max() for m in mats)) or 1.0
-    names = ["Q: what am I looking for?", "K: what do I contain?", "V: what do I pass on?"]
+    cfg = trace.config
+    rot = " (rotated by position)" if cfg.pos == "rotary" else ""
+    kh = kv_head(trace, head)
+    shared = f", K/V head {kh}" if cfg.kv_heads != cfg.n_head else ""
+    names = [f"Q{rot}: what am I looking for?", f"K{rot}{shared}: what do I contain?", f"V{shared}: what do I pass on?"]
+    two = bool(rot or shared)
+    if two:  # three half-width titles: the long forms overlap, say them in two lines
+        names = [
+            f"Q{rot}<br>what am I looking for?",
+            f"K{rot}{shared}<br>what do I contain?",
+            f"V{shared}<br>what do I pass on?",
+        ]
     cats = token_categories(tokens)
     # three side-by-side panels laid out by hand: make_subplots costs more than the drawing
     width, gap = 0.3, 0.05
@@ -235,7 +316,7 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector:
         layout[f"yaxis{suffix}"] = {**axis, "anchor": f"x{suffix}", "showticklabels": i == 0}
         titles.append(
             {"text": names[i], "x": left + width / 2, "y": 1.0, "xref": "paper", "yref": "paper"}
-            | {"xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}}
+            | {"xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 13 if two else 16}}
         )
     fig = go.Figure(
         data=traces,
@@ -247,10 +328,11 @@ def qkv_heatmaps(trace: Trace, layer: int, head: int, n: int = 24, *, projector:
                 f"({m.shape[1]} numbers each)"
             },
             "coloraxis": {"colorscale": "RdBu_r", "cmid": 0.0, "cmin": -lim, "cmax": lim},
-            "height": _step_height(n),
+            "height": _step_height(n) + 30 * two,
         },
     )
-    return style(fig, projector=projector)
+    fig = style(fig, projector=projector)
+    return fig.update_layout(margin_t=120 if projector else 105) if two else fig
 
 
 def _step_height(n: int) -> int:

@@ -27,18 +27,19 @@ def embedding_heatmap(trace: Trace, *, projector: bool = False) -> go.Figure:
 
 
 def vector_norms(trace: Trace, *, projector: bool = False) -> go.Figure:
-    """Length of each token's embedding and of its positional vector, side by side."""
+    """Length of each token's embedding and of its positional vector, side by side (a rotary
+    model adds no positional vector: its bars are the embeddings alone, and the title says why)."""
     emb = np.linalg.norm(trace["hook_embed"], axis=-1)
-    pos = np.linalg.norm(trace["hook_pos_embed"], axis=-1)
     names = [label(t) for t in trace.tokens]
-    fig = grouped_bars(
-        [
-            Bars("token embedding", emb, QUALITATIVE[0], "‖embedding‖ %{y:.3f}"),
-            Bars("positional encoding", pos, QUALITATIVE[1], "‖position‖ %{y:.3f}"),
-        ],
-        names,
-    )
-    fig.update_layout(title={"text": "Vector lengths (L2 norm)"}, barmode="group", yaxis_title="norm")
+    bars = [Bars("token embedding", emb, QUALITATIVE[0], "‖embedding‖ %{y:.3f}")]
+    title = "Vector lengths (L2 norm)"
+    if "hook_pos_embed" in trace:
+        pos = np.linalg.norm(trace["hook_pos_embed"], axis=-1)
+        bars.append(Bars("positional encoding", pos, QUALITATIVE[1], "‖position‖ %{y:.3f}"))
+    else:
+        title += " (rotary positions: no position vector is added, q and k are rotated inside attention)"
+    fig = grouped_bars(bars, names)
+    fig.update_layout(title={"text": title}, barmode="group", yaxis_title="norm")
     fig.update_xaxes(**token_axis(trace.tokens, "token (position)"))
     return style(fig, projector=projector)
 

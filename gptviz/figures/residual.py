@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gptviz.analysis.lens import Attribution, LayerNormView, LogitLens, residual_stack, stage_labels
-from gptviz.figures._base import QUALITATIVE, esc, heatmap, label, style, visible
+from gptviz.figures._base import QUALITATIVE, Bars, esc, grouped_bars, heatmap, label, style, visible
 from gptviz.hooks import hook_name
 from gptviz.trace import Trace
 
@@ -96,6 +96,62 @@ def top_neurons_bar(
     return style(fig, projector=projector)
 
 
+def _act(name: str, x: np.ndarray) -> np.ndarray:
+    """The model's non-linearity in numpy (``gptviz.model.activation``'s formulas)."""
+    x = np.asarray(x, dtype=np.float64)
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "silu":
+        return x / (1.0 + np.exp(-x))
+    if name == "gelu_new":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    import math
+
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))  # exact GELU
+
+
+def gated_neurons_bar(
+    gate: np.ndarray,
+    up: np.ndarray,
+    post: np.ndarray,
+    pos: int,
+    tokens: Sequence[str],
+    layer: int,
+    act: str = "silu",
+    k: int = 12,
+    *,
+    projector: bool = False,
+) -> go.Figure:
+    """A gated feed-forward network (SwiGLU) at one token, neuron by neuron: the gate after its
+    non-linearity, the linear "up" value, and their product (``hook_post``, what "down" reads),
+    for the ``k`` neurons whose product is largest in size. A gate near 0 shuts its neuron
+    whatever "up" says; a negative "up" with an open gate gives a negative product."""
+    g = _act(act, np.asarray(gate, dtype=np.float32)[pos])
+    u = np.asarray(up, dtype=np.float64)[pos]
+    p = np.asarray(post, dtype=np.float64)[pos]
+    ids = np.argsort(-np.abs(p), kind="stable")[: min(k, p.size)]
+    names = [f"n{i}" for i in ids]
+    act_name = {"silu": "SiLU", "relu": "ReLU"}.get(act, "GELU")
+    fig = grouped_bars(
+        [
+            Bars(f"gate: {act_name}(gate·x)", g[ids], QUALITATIVE[1], f"{act_name}(gate) %{{y:.3f}}"),
+            Bars("up·x", u[ids], QUALITATIVE[0], "up %{y:.3f}"),
+            Bars("product (to down)", p[ids], QUALITATIVE[5], "product %{y:.3f}"),
+        ],
+        names,
+    )
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(names))), ticktext=names, title={"text": "neuron"})
+    fig.update_layout(
+        title={
+            "text": f"Layer {layer}, token {pos} ({label(tokens[pos])}): gate × up for its {len(ids)} strongest neurons"
+        },
+        barmode="group",
+        yaxis_title="value",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return style(fig, projector=projector)
+
+
 def _stage_heatmap(z: np.ndarray, rows: Sequence[str], tokens: Sequence[str], value: str, **kw) -> go.Figure:
     """A heatmap with one row per residual stage (named) and one column per token; both axes are
     categories, so the hover names the stage and the token without per-cell strings."""
@@ -164,17 +220,32 @@ def sublayer_norms(trace: Trace, pos: int | None = None, *, projector: bool = Fa
 
 
 def layernorm_figure(view: LayerNormView, token: str, *, projector: bool = False) -> go.Figure:
-    """One LayerNorm at one token: input, normalized, learned scale and shift, output (by dimension)."""
+    """One LayerNorm at one token: input, normalized, learned scale and shift, output (by dimension).
+
+    An RMSNorm (``view.kind == "rmsnorm"``) has no mean subtracted and no shift: its panels say
+    so (divided by the root mean square, scale only) instead of drawing a zero line for β."""
     dims = np.arange(view.x.size)
-    panels = [
-        (f"input x (mean {view.mean:.3f}, std {view.std:.3f})", [("x", view.x, QUALITATIVE[7])]),
-        ("normalized: (x − mean) / std", [("(x − mean) / std", view.normalized, QUALITATIVE[2])]),
-        (
-            "learned scale (weight γ) and shift (bias β)",
-            [("scale γ", view.weight, QUALITATIVE[0]), ("shift β", view.bias, QUALITATIVE[1])],
-        ),
-        ("output = normalized × γ + β", [("output", view.output, QUALITATIVE[5])]),
-    ]
+    if view.kind == "rmsnorm":
+        rms = float(np.sqrt((view.x**2).mean()))
+        panels = [
+            (
+                f"input x (mean {view.x.mean():.3f}: not subtracted; root mean square {rms:.3f})",
+                [("x", view.x, QUALITATIVE[7])],
+            ),
+            ("normalized: x / rms (same direction as x, rms 1)", [("x / rms", view.normalized, QUALITATIVE[2])]),
+            ("learned scale (weight γ); RMSNorm has no shift", [("scale γ", view.weight, QUALITATIVE[0])]),
+            ("output = normalized × γ", [("output", view.output, QUALITATIVE[5])]),
+        ]
+    else:
+        panels = [
+            (f"input x (mean {view.mean:.3f}, std {view.std:.3f})", [("x", view.x, QUALITATIVE[7])]),
+            ("normalized: (x − mean) / std", [("(x − mean) / std", view.normalized, QUALITATIVE[2])]),
+            (
+                "learned scale (weight γ) and shift (bias β)",
+                [("scale γ", view.weight, QUALITATIVE[0]), ("shift β", view.bias, QUALITATIVE[1])],
+            ),
+            ("output = normalized × γ + β", [("output", view.output, QUALITATIVE[5])]),
+        ]
     fig = make_subplots(
         rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[p[0] for p in panels]
     )
@@ -194,7 +265,7 @@ def layernorm_figure(view: LayerNormView, token: str, *, projector: bool = False
             )
     fig.update_xaxes(title_text="dimension", row=len(panels), col=1)
     fig.update_layout(
-        title={"text": f"{esc(view.name)} on token {view.pos} ({label(token)})"},
+        title={"text": f"{view.label} {esc(view.name)} on token {view.pos} ({label(token)})"},
         height=760,
         legend={"orientation": "h", "y": -0.08},
     )
@@ -250,7 +321,7 @@ def _cell_text(token: str, chars: int = CELL_TEXT_CHARS) -> str:
 
 def logit_attribution(attr: Attribution, token: str, *, projector: bool = False) -> go.Figure:
     """Waterfall: each component's push on the target token's logit, then the bias, = the logit."""
-    names = [*attr.labels, "bias (LN shift + output bias)", "= logit"]
+    names = [*attr.labels, attr.bias_label, "= logit"]
     values = [*attr.values.tolist(), attr.bias, attr.total]
     fig = go.Figure(
         go.Waterfall(

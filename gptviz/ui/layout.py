@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from gptviz import export
+from gptviz.config import GPTConfig
 from gptviz.ui.caching import Context
 from gptviz.ui.sidebar import sidebar
 
@@ -91,6 +92,30 @@ def _table_body(df: pd.DataFrame, key: str, where: Any = None, **kw: Any) -> Non
     if df.attrs.get("truncated"):
         st.caption(f"The first {len(df):,} rows (the chart has more numbers than a table can show).")
     st.dataframe(df, hide_index=True, width="stretch", key=f"df_{key}", **kw)
+
+
+def architecture(cfg: GPTConfig) -> str:
+    """One Markdown line naming the model's design choices (positions, norm, feed-forward, K/V
+    heads, q/k norm, parallel blocks, output weights): what the pages adapt to."""
+    norm = "RMSNorm" if cfg.norm_kind == "rmsnorm" else "LayerNorm"
+    if cfg.pos == "rotary":
+        part = f", {cfg.rot_dim} of {cfg.d_head} dims" if cfg.rot_dim < cfg.d_head else ""
+        pos = f"**rotary** (θ = {cfg.rope_theta:,.0f}{part})"
+    else:
+        pos = f"**{cfg.pos}**"
+    parts = [
+        f"Positions: {pos}",
+        f"{norm}: **{cfg.norm}-norm**",
+        f"feed-forward: **{'gated ' if cfg.ffn == 'gated' else ''}{cfg.act}**",
+    ]
+    if cfg.kv_heads < cfg.n_head:
+        parts.append(f"{cfg.n_head} query heads share {cfg.kv_heads} key/value head{'s' * (cfg.kv_heads > 1)}")
+    if cfg.qk_norm:
+        parts.append("q/k norm")
+    if cfg.parallel:
+        parts.append("parallel blocks")
+    parts.append(f"output weights {'tied to the embeddings' if cfg.tie_weights else 'separate'}")
+    return " · ".join(parts)
 
 
 def seed_note(code: str, note: str) -> None:

@@ -9,7 +9,7 @@ import streamlit as st
 
 import gptviz
 from gptviz import export, hub, site
-from gptviz.checkpoints import BUNDLED, CheckpointError, cached_gpt2_models
+from gptviz.checkpoints import BUNDLED, CheckpointError, cached_models
 from gptviz.tokenizer import get_tokenizer
 from gptviz.trace import Trace
 from gptviz.ui.caching import Context, get_trace, load_model
@@ -34,7 +34,9 @@ PROJECTOR_CSS = "<style>html { font-size: 22px; }</style>"
 
 
 def model_options() -> list[str]:
-    return [f"bundled:{b}" for b in BUNDLED] + cached_gpt2_models() + [OTHER]
+    """The bundled models, then every cached model of a supported family (GPT-2, Llama, Mistral,
+    Qwen2/3, GPT-NeoX / Pythia), then "other" (a folder, a file or a Hub name typed in)."""
+    return [f"bundled:{b}" for b in BUNDLED] + cached_models() + [OTHER]
 
 
 def _model_sidebar() -> str:
@@ -48,15 +50,19 @@ def _model_sidebar() -> str:
         "Model",
         options,
         key="w_model",
-        help="Bundled models ship with gptviz; GPT-2 "
-        "checkpoints appear here when they are in the local Hugging Face cache.",
+        help="Bundled models ship with gptviz. Models of every supported family (GPT-2, Llama, Mistral, Qwen2, "
+        "Qwen3, GPT-NeoX / Pythia) appear here when they are in the local Hugging Face cache; pick "
+        f"{OTHER!r} to open a folder or a Hub name.",
     )
     spec = choice
     if choice == OTHER:
         st.session_state.setdefault("w_model_path", current if current not in options else "")
         spec = sb.text_input("Checkpoint folder or .safetensors file", key="w_model_path").strip()
         if not spec:
-            sb.info("Type the path of a Hugging Face GPT-2 folder or a gptviz .safetensors file.")
+            sb.info(
+                "Type the path of a Hugging Face folder (GPT-2, Llama, Mistral, Qwen2/3 or GPT-NeoX), a Hub name "
+                "such as `HuggingFaceTB/SmolLM2-135M`, or a gptviz .safetensors file."
+            )
             spec = DEFAULT_MODEL
     try:
         load_model(spec)
