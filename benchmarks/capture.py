@@ -1,18 +1,31 @@
 """Capture cost: gptviz.run against Hugging Face and TransformerLens, same weights, interleaved.
 
-The reference is the fastest plain forward a user could run: Hugging Face GPT2LMHeadModel with
-its default SDPA attention and no outputs requested. Every other method is reported as a ratio
-to it, measured side by side in this one run.
+The reference is the fastest plain forward a user could run: Hugging Face's model class with
+its default SDPA attention and no outputs requested, loaded from the folder on its own. Nothing
+else touches that object: TransformerLens boots from its own copy, and the reference is timed
+before and after TransformerLens is set up (the bridge wraps the module it is given and slows
+its forward ~1.5x; a ratio against that would flatter everyone). Every method is reported as a
+ratio to the reference, measured side by side in this one run:
 
-    python benchmarks/capture.py            # GPT-2-small shape and the bundled shape, T up to 1024
-    python benchmarks/capture.py --quick    # a small smoke run (CI)
+- ``run_text``: ``gptviz.run(model, text)``, text in (tokenization, truncation, token strings:
+  what the app does), the text being exactly the reference's T tokens;
+- ``run_ids``: the same from token ids; ``run_full``: every hook in float32;
+- ``ours_plain``: our model's forward alone; ``hf_outputs``: HF eager with attentions and hidden
+  states; ``tl_cache``: TransformerLens 4's ``run_with_cache`` (if installed).
+
+    python benchmarks/capture.py                  # GPT-2-small and bundled shapes, T up to 1024
+    python benchmarks/capture.py --families       # + SmolLM2-135M and Qwen2.5-0.5B shapes, T 128 / 1024
+    python benchmarks/capture.py --quick          # a small smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,29 +33,76 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import hf_checkpoint, interleaved, table
+from common import interleaved, table
 
 import gptviz
 
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
-def transformer_lens_runner(folder: Path, hf_model: torch.nn.Module):
-    """TransformerLens 4's run_with_cache on the same weights, or None if it is not installed."""
+
+def write_folder(kind: str, shape: dict, folder: Path) -> None:
+    """A random checkpoint of ``kind`` (gpt2, llama, qwen2), float32, with a tokenizer.json for
+    the families that need their own."""
+    import transformers
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = transformers.GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+        transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
+        return
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[kind]
+    transformers.AutoModelForCausalLM.from_config(cls(**shape)).save_pretrained(folder)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from hf_families import tokenizer_json
+
+    (folder / "tokenizer.json").write_text(tokenizer_json())
+
+
+def text_of(tok, T: int) -> tuple[str, list[int]]:
+    """A natural text of exactly T tokens (Shakespeare if the corpus is here) and its ids."""
+    source = (
+        CORPUS.read_text(encoding="utf-8")
+        if CORPUS.is_file()
+        else "the quick brown fox jumps over the lazy dog " * 4000
+    )
+    ids = tok.encode(source[: 40 * T])[:T]
+    text = tok.decode(ids)
+    ids = tok.encode(text)[:T]
+    return tok.decode(ids), ids
+
+
+def transformer_lens_runner(folder: Path):
+    """TransformerLens 4's run_with_cache on its own copy of the weights, or None if not installed."""
     try:
+        import transformers
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:
         return None
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=None)
+    own = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=own, tokenizer=None)
     bridge.eval()
     return lambda ids: bridge.run_with_cache(ids)
 
 
-def methods(ours, hf_model, eager, tl, ids: torch.Tensor) -> dict:
-    """The contenders on one input; gptviz.run gets the same token ids (no tokenizer cost)."""
-    token_ids = ids[0].tolist()
+def time_reference(ref, ids: torch.Tensor, n: int = 3) -> float:
+    with torch.inference_mode():
+        ref(ids)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            ref(ids)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def methods(ref, eager, ours, tok, tl, text: str, token_ids: list[int]) -> dict:
+    """The contenders on one input (the reference and TransformerLens get the same ids)."""
+    ids = torch.tensor([token_ids])
     fns = {
-        "hf_plain": lambda: hf_model(ids),
-        "gptviz_run": lambda: gptviz.run(ours, precision="compact", token_ids=token_ids),
-        "gptviz_full": lambda: gptviz.run(ours, precision="full", token_ids=token_ids),
+        "hf_plain": lambda: ref(ids),
+        "run_text": lambda: gptviz.run(ours, text, tokenizer=tok),
+        "run_ids": lambda: gptviz.run(ours, token_ids=token_ids),
+        "run_full": lambda: gptviz.run(ours, precision="full", token_ids=token_ids),
         "ours_plain": lambda: ours(ids),
         "hf_outputs": lambda: eager(ids, output_attentions=True, output_hidden_states=True),
     }
@@ -51,77 +111,116 @@ def methods(ours, hf_model, eager, tl, ids: torch.Tensor) -> dict:
     return fns
 
 
-def bench_shape(name: str, folder: Path, hf_model, lengths: list[int], repeats: int) -> list[dict]:
+def bench_shape(name: str, kind: str, shape: dict, lengths: list[int], repeats: int, tmp: Path) -> list[dict]:
     import transformers
 
+    folder = tmp / name
+    write_folder(kind, shape, folder)
     ours = gptviz.load_model(folder)
-    eager = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
-    tl = transformer_lens_runner(folder, hf_model)
+    tok = gptviz.get_tokenizer(ours.cfg.tokenizer)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    eager = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    probe = torch.randint(0, ours.cfg.vocab_size, (1, max(lengths)))
+    before = time_reference(ref, probe)
+    tl = transformer_lens_runner(folder)
+    after = time_reference(ref, probe)
+    print(
+        f"{name}: reference forward at T={max(lengths)} {before:.3f} s before TransformerLens's set-up, {after:.3f} s after"
+    )
     rows = []
     for T in lengths:
-        ids = torch.randint(0, ours.cfg.vocab_size, (1, T))
-        fns = methods(ours, hf_model, eager, tl, ids)
+        text, token_ids = text_of(tok, T)
+        fns = methods(ref, eager, ours, tok, tl, text, token_ids)
         with torch.inference_mode():
             med = interleaved(fns, repeats)
         base = med["hf_plain"]
-        row = {"shape": name, "T": T, "hf_plain_s": f"{base:.4f}"}
+        row = {"shape": name, "T": len(token_ids), "hf_plain_s": f"{base:.4f}"}
         row.update({f"{k}/hf": f"{v / base:.2f}x" for k, v in med.items() if k != "hf_plain"})
         rows.append(row)
         print(row, flush=True)
     return rows
 
 
+def shapes(args) -> list[tuple[str, str, dict, list[int], int]]:
+    if args.quick:
+        tiny = dict(n_layer=2, n_head=4, n_embd=64, n_positions=64)
+        llama = dict(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=512,
+            max_position_embeddings=64,
+        )
+        return [("tiny-gpt2", "gpt2", tiny, [16, 64], 2), ("tiny-llama", "llama", llama, [16, 64], 2)]
+    out = [("gpt2-small", "gpt2", {}, args.lengths or [16, 128, 512, 1024], args.repeats)]
+    if not args.lengths:
+        b = gptviz.load_model("bundled:gpt2-style").cfg
+        bundled = dict(
+            n_layer=b.n_layer, n_head=b.n_head, n_embd=b.d_model, n_positions=b.n_ctx, vocab_size=b.vocab_size
+        )
+        out.append(("bundled-shape", "gpt2", bundled, [16, 128], args.repeats * 4))
+    if args.families:
+        smol = dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+            rope_theta=100000.0,
+            max_position_embeddings=8192,
+        )
+        qwen = dict(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+            rope_theta=1e6,
+            max_position_embeddings=32768,
+        )
+        out += [
+            ("smollm2-135m", "llama", smol, [128, 1024], args.repeats),
+            ("qwen2.5-0.5b", "qwen2", qwen, [128, 1024], args.repeats),
+        ]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (a smoke test)")
+    ap.add_argument("--families", action="store_true", help="add SmolLM2-135M and Qwen2.5-0.5B shapes")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument(
         "--lengths", type=int, nargs="*", help="GPT-2-small lengths only (default 16 128 512 1024 + bundled)"
     )
     args = ap.parse_args()
-    torch.manual_seed(0)
-    shapes = []
-    if args.quick:
-        shapes.append(("tiny-gpt2", dict(n_layer=2, n_head=4, n_embd=64, n_positions=64), [16, 64], 2))
-    elif args.lengths:
-        shapes.append(("gpt2-small", {}, args.lengths, args.repeats))
-    else:
-        bundled = gptviz.load_model("bundled:gpt2-style").cfg
-        shapes.append(("gpt2-small", {}, [16, 128, 512, 1024], args.repeats))
-        shapes.append(
-            (
-                "bundled-shape",
-                dict(
-                    n_layer=bundled.n_layer,
-                    n_head=bundled.n_head,
-                    n_embd=bundled.d_model,
-                    n_positions=bundled.n_ctx,
-                    vocab_size=bundled.vocab_size,
-                ),
-                [16, 128, bundled.n_ctx],
-                args.repeats * 4,
-            )
-        )
     rows = []
-    for name, shape, lengths, repeats in shapes:
-        folder, hf_model = hf_checkpoint(**shape)
-        try:
-            rows += bench_shape(name, folder, hf_model, lengths, repeats)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="gptviz-capture-"))
+    try:
+        for name, kind, shape, lengths, repeats in shapes(args):
+            rows += bench_shape(name, kind, shape, lengths, repeats, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     cols = [
         "shape",
         "T",
         "hf_plain_s",
-        "gptviz_run/hf",
-        "gptviz_full/hf",
+        "run_text/hf",
+        "run_ids/hf",
+        "run_full/hf",
         "ours_plain/hf",
         "hf_outputs/hf",
         "tl_cache/hf",
     ]
     print()
     print(table(rows, cols))
-    print("\nratios: median time / Hugging Face plain SDPA forward, same weights, interleaved runs")
+    print("\nratios: median time / Hugging Face plain SDPA forward (its own copy), same weights, interleaved runs")
 
 
 if __name__ == "__main__":

@@ -1,56 +1,142 @@
-"""Peak memory of a capture at GPT-2-small shape: each precision in a fresh process.
+"""Peak memory (VmHWM) of loading and capturing, each case in a fresh process, models loaded
+from Hugging Face folders as a user does.
 
-python benchmarks/memory.py            # T = 1024
-python benchmarks/memory.py --quick    # T = 64 (CI smoke test)
+Each case runs in a new interpreter (``subprocess`` execs, so no parent's peak is inherited; the
+peak is read from ``/proc/self/status``'s VmHWM, not ``ru_maxrss``). Reported beside each peak:
+what it is compared with (``torch`` alone, the weights, the trace's own bytes).
+
+    python benchmarks/memory.py            # GPT-2-small shape T=1024, and a Qwen2.5-0.5B shape from bf16
+    python benchmarks/memory.py --quick    # a tiny shape, T=64 (smoke test)
+    python benchmarks/memory.py --no-qwen  # skip the 0.5 B model (writing it takes a minute)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CHILD = """
-import json, resource, sys, torch
+import json, sys
 sys.path.insert(0, {root!r})
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+import torch
+base = hwm()
 import gptviz
 from gptviz.trace import trace_nbytes
-torch.manual_seed(0)
-model = gptviz.GPT(gptviz.preset("gpt2")).eval()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-ids = torch.randint(0, 50257, ({T},)).tolist()
+nbytes = 0
 {action}
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"model_kb": base, "peak_kb": peak, "trace_bytes": nbytes}}))
+print(json.dumps({{"torch": base, "peak": hwm(), "trace": nbytes}}))
 """
+LOAD = "model = gptviz.load_model({folder!r})\n"
 ACTIONS = {
-    "plain forward": "with torch.inference_mode(): model(torch.tensor([ids]))\nnbytes = 0",
-    "gptviz.run compact": "t = gptviz.run(model, token_ids=ids)\nnbytes = trace_nbytes(t)",
-    "gptviz.run full": "t = gptviz.run(model, token_ids=ids, precision='full')\nnbytes = trace_nbytes(t)",
+    "torch imported": "",
+    "load_model (folder)": LOAD,
+    "load + plain forward": LOAD
+    + "with torch.inference_mode(): model(torch.randint(0, model.cfg.vocab_size, (1, {T})))\n",
+    "load + compact capture": LOAD
+    + "t = gptviz.run(model, token_ids=torch.randint(0, model.cfg.vocab_size, ({T},)).tolist())\n"
+    + "nbytes = trace_nbytes(t)\n",
+    "load + full capture": LOAD
+    + "t = gptviz.run(model, token_ids=torch.randint(0, model.cfg.vocab_size, ({T},)).tolist(), precision='full')\n"
+    + "nbytes = trace_nbytes(t)\n",
 }
+
+
+def weights_info(folder: Path) -> tuple[int, int]:
+    """Bytes of the weights as float32, and of the largest tensor, from the safetensors headers."""
+    total = largest = 0
+    for f in folder.glob("*.safetensors"):
+        with f.open("rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        for name, info in header.items():
+            if name != "__metadata__":
+                n = 4
+                for d in info["shape"]:
+                    n *= d
+                total, largest = total + n, max(largest, n)
+    return total, largest
+
+
+def run_cases(label: str, folder: Path, T: int, cases: list[str]) -> None:
+    weights, largest = weights_info(folder)
+    print(f"\n{label}, T={T}: weights {weights / 1e9:.2f} GB as float32, largest tensor {largest / 1e9:.3f} GB")
+    print("| case | peak VmHWM (GB) | torch alone (GB) | trace (GB) | note |\n|---|---|---|---|---|")
+    for name in cases:
+        code = CHILD.format(root=str(ROOT), action=ACTIONS[name].format(folder=str(folder), T=T))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        note = ""
+        if name == "load_model (folder)":
+            bar = r["torch"] + weights + largest + 0.3e9
+            note = f"bar torch + weights + largest + 0.3 GB = {bar / 1e9:.2f}: {r['peak'] / bar:.2f} of it"
+        print(
+            f"| {name} | {r['peak'] / 1e9:.2f} | {r['torch'] / 1e9:.2f} | {r['trace'] / 1e9:.2f} | {note} |", flush=True
+        )
+
+
+def qwen_folder(tmp: Path, quick: bool) -> Path:
+    """A random Qwen2.5-0.5B-shape model (24 layers, 14 / 2 heads, d=896, tied) saved in bfloat16."""
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hf_families import tokenizer_json
+
+    sizes = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, vocab_size=151936)
+    if quick:
+        sizes = dict(hidden_size=56, intermediate_size=96, num_hidden_layers=2, vocab_size=512)
+    cfg = transformers.Qwen2Config(
+        **sizes,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        rope_theta=1e6,
+        max_position_embeddings=32768,
+    )
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    folder = tmp / "qwen"
+    model.save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(tokenizer_json())
+    return folder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-qwen", action="store_true")
     args = ap.parse_args()
+    from common import hf_checkpoint
+
     T = 64 if args.quick else 1024
-    results = {}
-    for name, action in ACTIONS.items():
-        code = CHILD.format(root=str(ROOT), T=T, action=action)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    plain = results["plain forward"]["peak_kb"]
-    print(f"GPT-2-small shape, T={T}; peak RSS of the whole process (model included)")
-    print("| method | peak RSS (GB) | ratio to plain forward | trace (GB) |\n|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['peak_kb'] / 2**20:.2f} | {r['peak_kb'] / plain:.2f}x | {r['trace_bytes'] / 2**30:.2f} |")
-    compact = results["gptviz.run compact"]["peak_kb"] / 2**20
-    print(f"\napp default (compact) peak / 2.5 GB bar: {compact / 2.5:.2f}")
+    tmp = Path(tempfile.mkdtemp(prefix="gptviz-mem-"))
+    try:
+        shape = dict(n_layer=2, n_head=4, n_embd=64, n_positions=64) if args.quick else {}
+        folder, model = hf_checkpoint(tmp / "gpt2", **shape)
+        del model
+        run_cases("GPT-2-small shape (float32 folder)", folder, T, list(ACTIONS))
+        if not args.no_qwen:
+            folder = qwen_folder(tmp, args.quick)
+            run_cases(
+                "Qwen2.5-0.5B shape (bfloat16 folder)",
+                folder,
+                T,
+                ["torch imported", "load_model (folder)", "load + compact capture"],
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
