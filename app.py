@@ -3,6 +3,7 @@
 import streamlit as st
 
 from gptviz import site, ui
+from gptviz.ui.overview import overview_section
 
 st.set_page_config(page_title="gptviz · see inside a GPT", page_icon="🔎", layout="wide")
 ctx = ui.sidebar()
@@ -19,8 +20,12 @@ st.info(
     "left to right below. Every view has its own link: copy the URL to share exactly what you see."
 )
 
+if ctx is not None:
+    st.subheader("The whole GPT at a glance")
+    overview_section(ctx)
+
 st.subheader(site.PIPELINE)
-stages = site.section(site.PIPELINE)
+stages = [p for p in site.section(site.PIPELINE) if p is not site.OVERVIEW]
 for row in (stages[:3], stages[3:]):  # two rows of three: each label fits on one line
     for col, p in zip(st.columns(3), row, strict=True):
         with col:
