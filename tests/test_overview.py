@@ -95,7 +95,7 @@ def test_rotary_model_has_no_position_row():
     assert ov.pos_norm is None and ov.final_norm == "RMSNorm"
     fig = fo.overview_figure(ov, projector=True).to_plotly_json()
     assert "embedding (rotary)" in fig["layout"]["yaxis"]["ticktext"]
-    assert "rotated inside attention" in fig["layout"]["title"]["text"]
+    assert "rotated inside attention" in fig["layout"]["title"]["subtitle"]["text"]
 
 
 def test_click_targets():

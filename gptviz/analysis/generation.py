@@ -295,7 +295,7 @@ class CachedGeneration:
             self.cache, self.cached = KVCache(), []  # slid past the context (or rewound): rebuild
         new = window[len(self.cached) :]
         x = torch.tensor([new], dtype=torch.long)
-        self._logits = self.model(x, cache=self.cache)[0, -1].float().numpy()
+        self._logits = self.model(x, fused=True, cache=self.cache)[0, -1].float().numpy()
         self.cached = window
         self.computed += len(new)
         return self._logits

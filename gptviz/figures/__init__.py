@@ -32,6 +32,7 @@ from gptviz.figures.output import (
     reshaped_distribution,
     sampling_histogram,
 )
+from gptviz.figures.overview import generation_attention, overview_figure
 from gptviz.figures.residual import (
     layernorm_figure,
     logit_attribution,
@@ -60,6 +61,7 @@ __all__ = [
     "embedding_plus_position",
     "embedding_scatter",
     "esc",
+    "generation_attention",
     "generation_timeline",
     "heatmap",
     "label",
@@ -70,6 +72,7 @@ __all__ = [
     "next_token_bars_for",
     "next_token_chart",
     "next_token_distribution",
+    "overview_figure",
     "pattern_heatmap",
     "position_similarity_heatmap",
     "positional_curves",

@@ -24,6 +24,7 @@ from gptviz.figures._base import QUALITATIVE, SEQUENTIAL, SEQUENTIAL_PROJECTOR, 
 
 LINK = "#0072B2"
 QUERY = QUALITATIVE[1]  # orange: the selected token's column
+QUERY_TEXT = "#B35C00"  # the selected token's label: a darker orange, readable on white
 NEW = "rgba(230, 159, 0, 0.16)"  # the column a cached generation step computes
 GREY = "#555555"
 # Link widths by weight class: more classes cost a trace each; four read as "weak … strong".
@@ -95,7 +96,7 @@ def overview_figure(
     traces: list[dict] = []
     xt = {"xaxis": "x", "yaxis": "y"}
 
-    def text_row(y: float, texts: list[str], x: list[float], hover: list[str], custom: list, color: str = "#111111"):
+    def text_row(y: float, texts: list[str], x: list[float], hover: list[str], custom: list, color: object = "#111111"):
         traces.append(
             {
                 "type": "scatter", **xt, "x": x, "y": [y] * len(x), "mode": "text", "text": texts,
@@ -108,10 +109,11 @@ def overview_figure(
     tok_hover = [f"token {i}: “{label(tokens[i])}” (id {int(ov.ids[i])})" for i in xs]
     text_row(
         Y["token"],
-        [f"<b>{_short(tokens[i], nchar)}</b>" if i == q else _short(tokens[i], nchar) for i in xs],
+        [_short(tokens[i], nchar) for i in xs],
         xs,
         tok_hover,
         [["tokens", i] for i in xs],
+        [QUERY_TEXT if i == q else "#111111" for i in xs],
     )
     text_row(Y["id"], [str(int(ov.ids[i])) for i in xs], xs, tok_hover, [["tokens", i] for i in xs], GREY)
     if start > 0:
@@ -332,11 +334,16 @@ def overview_figure(
         )
         if newest is not None:
             where = "shaded: computed now; hollow: K, V from the cache"
-        title = f"Token {q} “{_short(tokens[q], 10)}” through the whole GPT<br><sup>{where}</sup>"
+        title = f"Token {q} “{_short(tokens[q], 10)}” through the whole GPT"
+    else:
+        where = ""
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "fixedrange": True, "showline": False}
     layout = style(go.Figure(), projector=projector).layout.to_plotly_json()
     layout.update(
-        title={"text": title, "font": {"size": fs + 4}, "x": 0.01, "xanchor": "left"},
+        title={
+            "text": title, "font": {"size": fs + 4}, "x": 0.01, "xanchor": "left",
+            "subtitle": {"text": where, "font": {"size": fs, "color": GREY}},
+        },
         xaxis={**axis, "domain": [0.2, 0.86], "range": [start - 1.1, start + W - 0.5]},
         xaxis2={**axis, "domain": [0.0, 0.17], "range": [-0.7, H - 0.3], "anchor": "y"},
         xaxis3={**axis, "domain": [0.88, 1.0], "range": [-0.6, 1.6], "anchor": "y"},
