@@ -48,7 +48,7 @@ def _curve(x0: float, y0: float, x1: float, y1: float, n: int = 9) -> tuple[list
 
 def columns(*, projector: bool = False) -> int:
     """How many token columns the overview shows (labels stay readable at 1280 px wide)."""
-    return 7 if projector else 10
+    return 6 if projector else 10
 
 
 def target(point: dict) -> tuple[str, dict[str, int]] | None:
@@ -80,7 +80,7 @@ def overview_figure(
     cols = window(T, q, width or columns(projector=projector))
     start, stop, W = cols.start, cols.stop, width or columns(projector=projector)
     fs = 18 if projector else 14
-    nchar = 6 if projector else 8
+    nchar = 5 if projector else 7  # characters per column label (hover shows the whole token)
     font = {"size": fs}
     # Rows, top to bottom (y grows downwards: the axis is reversed)
     names = ["token", "id", "embedding + position" if ov.pos_norm is not None else "embedding (rotary)"]
@@ -231,7 +231,7 @@ def overview_figure(
             }
         )  # fmt: skip
     k = len(ov.top_ids)
-    nx = np.linspace(start, start + W - 1, k + 2)[1:-1] if k else np.array([])
+    nx = np.linspace(start - 1.1, start + W - 0.5, 2 * k + 1)[1::2] if k else np.array([])  # k equal slots
     nx = nx.round(3).tolist()
     y_from = y_final if y_final is not None else y_next - 1
     for x1, p in zip(nx, ov.top_probs, strict=True):
@@ -271,7 +271,7 @@ def overview_figure(
                 f"layer {lv.layer}, head {h}{drawn}<br>heaviest link from token {q}: {lv.strength[h]:.3f}"
                 "<br>click: open this head"
             )
-    side = min(16 if projector else 14, max(6, int(150 / max(H, 1))))
+    side = max(5, min(16, int(100 / (H + 0.4))))  # squares ~80% of their slot in a ~120 px column
     traces.append(
         {
             "type": "scatter", "xaxis": "x2", "yaxis": "y", "x": hx, "y": hy, "mode": "markers", "name": "heads",
@@ -292,7 +292,10 @@ def overview_figure(
 
     # --- what attention and the feed-forward add at the query (right) ---------------------------
     def fmt(v: float) -> str:
-        return f"+{v:.2g}" if v < 100 else f"+{v:.0f}"
+        """At most 4 characters: +12, +3.1, +.59 (the exact value is on hover)."""
+        if v >= 9.95:
+            return f"+{v:.0f}"
+        return f"+{v:.1f}" if v >= 0.995 else "+" + f"{v:.2f}".removeprefix("0")
 
     ay = [Y[f"layer {lv.layer}"] for lv in ov.layers]
     add_hover = [
@@ -344,9 +347,9 @@ def overview_figure(
             "text": title, "font": {"size": fs + 4}, "x": 0.01, "xanchor": "left",
             "subtitle": {"text": where, "font": {"size": fs, "color": GREY}},
         },
-        xaxis={**axis, "domain": [0.2, 0.86], "range": [start - 1.1, start + W - 0.5]},
-        xaxis2={**axis, "domain": [0.0, 0.17], "range": [-0.7, H - 0.3], "anchor": "y"},
-        xaxis3={**axis, "domain": [0.88, 1.0], "range": [-0.6, 1.6], "anchor": "y"},
+        xaxis={**axis, "domain": [0.19, 0.8], "range": [start - 1.1, start + W - 0.5]},
+        xaxis2={**axis, "domain": [0.0, 0.16], "range": [-0.7, H - 0.3], "anchor": "y"},
+        xaxis3={**axis, "domain": [0.82, 1.0], "range": [-0.6, 1.6], "anchor": "y"},
         yaxis={
             **axis, "showticklabels": True, "tickmode": "array", "anchor": "x2", "tickvals": list(range(len(names))),
             "ticktext": names, "range": [len(names) - 0.4, -0.6], "tickfont": {"size": fs}, "automargin": True,
