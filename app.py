@@ -8,6 +8,12 @@ from gptviz.ui.overview import overview_section
 st.set_page_config(page_title="gptviz · see inside a GPT", page_icon="🔎", layout="wide")
 ctx = ui.sidebar()
 st.title("gptviz — see inside a GPT")
+if ctx is not None:  # the first screen: the whole model on the user's prompt
+    st.caption(
+        "Your prompt flowing through the whole GPT, top to bottom. Click any head, layer or stage to open its page; "
+        "press **Next token** to watch it write."
+    )
+    overview_section(ctx)
 st.markdown(
     "A GPT reads text as a sequence of **tokens**, turns each into a vector, lets every token "
     "**look back** at the ones before it through layers of self-attention and feed-forward "
@@ -19,10 +25,6 @@ st.info(
     "**Start here (classroom):** type a sentence in the sidebar, then walk the five stages "
     "left to right below. Every view has its own link: copy the URL to share exactly what you see."
 )
-
-if ctx is not None:
-    st.subheader("The whole GPT at a glance")
-    overview_section(ctx)
 
 st.subheader(site.PIPELINE)
 stages = [p for p in site.section(site.PIPELINE) if p is not site.OVERVIEW]

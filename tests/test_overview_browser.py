@@ -119,3 +119,18 @@ def test_next_token_in_the_browser(tab):
     assert tab.page.locator(".js-plotly-plot").count() == 2  # the overview and the attention timeline
     tab.screenshot("overview-generation")
     tab.assert_clean()
+
+
+@pytest.mark.parametrize("projector", [False, True])
+def test_the_home_page_opens_on_the_overview(tab, projector):
+    tab.page.set_viewport_size(SCREEN)
+    tab.open(f"?projector={int(projector)}")
+    tab.wait_charts()
+    box = tab.page.locator('[data-testid="stPlotlyChart"]').first.bounding_box()
+    if projector:  # larger page text above it: the chart starts on the first screen and fits one
+        assert box["y"] < SCREEN["height"] and box["height"] <= SCREEN["height"], box
+    else:  # the whole overview is on the first screen
+        assert box["y"] + box["height"] <= SCREEN["height"], box
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(path=str(SHOTS / f"home-1280x800{'-projector' * projector}.png"))
+    tab.assert_clean()

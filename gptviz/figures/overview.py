@@ -46,9 +46,14 @@ def _curve(x0: float, y0: float, x1: float, y1: float, n: int = 9) -> tuple[list
     return xs.round(3).tolist(), ys.round(3).tolist()
 
 
+def _percent(p: float) -> str:
+    """12.3%, or 0.002% for the tiny odds of a random model (never a misleading 0.0%)."""
+    return f"{p:.1%}" if p >= 0.001 or p == 0 else f"{p * 100:.1g}%"
+
+
 def columns(*, projector: bool = False) -> int:
     """How many token columns the overview shows (labels stay readable at 1280 px wide)."""
-    return 6 if projector else 10
+    return 6 if projector else 8
 
 
 def target(point: dict) -> tuple[str, dict[str, int]] | None:
@@ -80,7 +85,7 @@ def overview_figure(
     cols = window(T, q, width or columns(projector=projector))
     start, stop, W = cols.start, cols.stop, width or columns(projector=projector)
     fs = 18 if projector else 14
-    nchar = 5 if projector else 7  # characters per column label (hover shows the whole token)
+    nchar = 5 if projector else 6  # characters per column label (hover shows the whole token)
     font = {"size": fs}
     # Rows, top to bottom (y grows downwards: the axis is reversed)
     names = ["token", "id", "embedding + position" if ov.pos_norm is not None else "embedding (rotary)"]
@@ -247,7 +252,7 @@ def overview_figure(
         for t, i, p in zip(ov.top_tokens, ov.top_ids, ov.top_probs, strict=True)
     ]
     text_row(y_next, [_short(t, nchar) for t in ov.top_tokens], nx, next_hover, [["output", q]] * k)
-    text_row(y_prob, [f"{float(p):.1%}" for p in ov.top_probs], nx, next_hover, [["output", q]] * k, GREY)
+    text_row(y_prob, [_percent(float(p)) for p in ov.top_probs], nx, next_hover, [["output", q]] * k, GREY)
     traces.append(  # the exact probabilities, for a reader of the figure's data (and the tests)
         {
             "type": "scatter", **xt, "x": nx, "y": [y_next - 0.45] * k, "mode": "markers", "name": "next",
@@ -319,7 +324,7 @@ def overview_figure(
         )  # fmt: skip
 
     # --- layout --------------------------------------------------------------------------------
-    pitch = 48 if projector else 40
+    pitch = 48 if projector else 34
     shapes = []
     if newest is not None and start <= newest < stop:
         shapes.append(
@@ -357,7 +362,7 @@ def overview_figure(
         shapes=shapes,
         hovermode="closest",
         height=int(100 + pitch * len(names)),
-        margin={"l": 10, "r": 10, "t": 80 if projector else 70, "b": 10},
+        margin={"l": 10, "r": 10, "t": 80 if projector else 64, "b": 10},
         showlegend=False,
     )  # fmt: skip
     return go.Figure(data=traces, layout=layout, _validate=False)

@@ -90,10 +90,19 @@ def overview_section(ctx: Context, *, key_prefix: str = "ov") -> None:
     prompt_ids = [int(i) for i in ctx.trace.ids]
     generated = _generated(ctx)
 
-    c = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-    n_play = number("Tokens per press", 1, 32, "ov_n", 1, where=c[2])
-    seed = number("Seed", 0, 999_999, "ov_seed", 0, where=c[3])
-    greedy = toggle("Greedy (top token)", "ov_greedy", default=True, where=c[1])
+    # c: Next token, Reset, the query slider, the head box, the options. Large text (projector):
+    # the buttons on one row and the two choices on the next, so no label is cut short.
+    if pj:
+        b = st.columns([1.4, 1.2, 1.4, 2], vertical_alignment="bottom")
+        c = [b[0], b[1], *st.columns(2, vertical_alignment="bottom"), b[2]]
+    else:
+        c = st.columns([1.4, 1, 2.6, 2, 1.3], vertical_alignment="bottom")
+    with c[4].popover(
+        "Options", icon=":material/tune:", help="Generation settings: greedy or sampled, seed, tokens per press"
+    ):
+        greedy = toggle("Greedy (always the top token)", "ov_greedy", default=True)
+        seed = number("Seed (when sampling at temperature 1)", 0, 999_999, "ov_seed", 0)
+        n_play = number("Tokens per press", 1, 32, "ov_n", 1)
     if c[0].button("Next token", key="ov_next", type="primary", icon=":material/skip_next:"):
         run = _run(ctx, prompt_ids + generated)
         for _ in range(n_play):
@@ -101,20 +110,17 @@ def overview_section(ctx: Context, *, key_prefix: str = "ov") -> None:
             chosen, _ = run.step(tok, 0.0 if greedy else 1.0, rng=rng)
             generated.append(chosen)
         keep(GENERATED, generated)
-    trace = ids_trace(ctx.spec, ctx.model, prompt_ids + generated) if generated else ctx.trace
-    T = trace.n_tokens
-    if generated and st.session_state.get("_ov_len") not in (None, T):
-        set_choice("ov_query", T - 1)  # a new token: follow it
-    st.session_state["_ov_len"] = T
-
-    c = st.columns([2, 2, 1], vertical_alignment="bottom")
-    query = slider("Selected token (the query)", 0, T - 1, "ov_query", T - 1, where=c[0])
-    head_opts = ["strongest", *range(cfg.n_head)]
-    head = select("Head drawn in every layer", head_opts, "ov_head", "strongest", where=c[1])
-    if c[2].button("Reset", key="ov_reset", disabled=not generated):
+    if c[1].button("Reset", key="ov_reset", disabled=not generated, help="Forget the generated tokens"):
         generated = []
         keep(GENERATED, [])
-        st.rerun()
+    trace = ids_trace(ctx.spec, ctx.model, prompt_ids + generated) if generated else ctx.trace
+    T = trace.n_tokens
+    if st.session_state.get("_ov_len") not in (None, T):
+        set_choice("ov_query", T - 1)  # a new token (or a reset): follow the last one
+    st.session_state["_ov_len"] = T
+    query = slider("Selected token (the query)", 0, T - 1, "ov_query", T - 1, where=c[2])
+    head_opts = ["strongest", *range(cfg.n_head)]
+    head = select("Head drawn in every layer", head_opts, "ov_head", "strongest", where=c[3])
     heads = {} if head == "strongest" else dict.fromkeys(range(cfg.n_layer), int(head))
     ov = overview(trace, tok.token_str, query, heads)
     chart(
