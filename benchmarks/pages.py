@@ -28,16 +28,19 @@ JSON_BARS = {"home": 1e6, "0_Overview": 1e6}  # issue 19: the overview's figure 
 LINE = "But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun. "
 
 
-def prompt(i: int, tokens: int) -> str:
-    """A distinct prompt of roughly ``tokens`` GPT-2 tokens (distinct, so no cache hit)."""
+def prompt(i: int, tokens: int, salt: str = "") -> str:
+    """A distinct prompt of roughly ``tokens`` GPT-2 tokens (distinct, so no cache hit). ``salt``
+    (the page and model) keeps pages apart too: the trace cache is shared by the whole process,
+    so without it every page after the first would find its prompts' traces already computed."""
     words = (LINE * (tokens // 20 + 1)).split()
-    return f"Take {i}: " + " ".join(words[: int(tokens * 0.75)])
+    return f"Take {i} {salt}: " + " ".join(words[: int(tokens * 0.75)])
 
 
 def measure(page: str | None, spec: str, changes: int, tokens: int) -> dict:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.query_params["model"] = spec
-    at.query_params["prompt"] = prompt(0, tokens)
+    salt = f"{page or 'home'} {spec}"
+    at.query_params["prompt"] = prompt(0, tokens, salt)
     if page is not None:
         at.switch_page(f"pages/{page}")
     at.run()  # warm: model load, first trace, per-model caches
@@ -45,7 +48,7 @@ def measure(page: str | None, spec: str, changes: int, tokens: int) -> dict:
         raise RuntimeError(f"{page}: {at.exception[0].value}")
     times = []
     for i in range(1, changes + 1):
-        at.sidebar.text_area[0].set_value(prompt(i, tokens))
+        at.sidebar.text_area[0].set_value(prompt(i, tokens, salt))
         t0 = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t0)

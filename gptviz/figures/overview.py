@@ -353,7 +353,7 @@ def overview_figure(
             "subtitle": {"text": where, "font": {"size": fs, "color": GREY}},
         },
         xaxis={**axis, "domain": [0.19, 0.8], "range": [start - 1.1, start + W - 0.5]},
-        xaxis2={**axis, "domain": [0.0, 0.16], "range": [-0.7, H - 0.3], "anchor": "y"},
+        xaxis2={**axis, "domain": [0.0, 0.16], "range": [-1.1, H - 0.3], "anchor": "y"},  # a gap after the labels
         xaxis3={**axis, "domain": [0.82, 1.0], "range": [-0.6, 1.6], "anchor": "y"},
         yaxis={
             **axis, "showticklabels": True, "tickmode": "array", "anchor": "x2", "tickvals": list(range(len(names))),
