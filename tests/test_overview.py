@@ -11,7 +11,7 @@ import pytest
 
 import gptviz
 from gptviz.analysis import generation as gen
-from gptviz.analysis.overview import generated_attention, head_strength, overview, window
+from gptviz.analysis.overview import generated_attention, head_strength, overview, overview_table, window
 from gptviz.figures import overview as fo
 from gptviz.ui.sidebar import DEFAULT_MODEL, DEFAULT_PROMPT
 from tests.apptest_utils import assert_ok, decode, figures, open_page
@@ -98,6 +98,17 @@ def test_rotary_model_has_no_position_row():
     assert "rotated inside attention" in fig["layout"]["title"]["subtitle"]["text"]
 
 
+def test_the_table_is_the_overview(bundled):
+    tok = gptviz.get_tokenizer(bundled.cfg.tokenizer)
+    t = gptviz.run(bundled, PROMPT)
+    ov = overview(t, tok.token_str, heads={1: 3})
+    table = overview_table(ov)
+    assert list(table["layer"]) == list(range(bundled.cfg.n_layer)) and table["head drawn"][1] == 3
+    for lv, row in zip(ov.layers, table.itertuples(), strict=True):
+        assert row.weight == pytest.approx(float(t["pattern", lv.layer][lv.head, -1].max()), abs=1e-6)
+    np.testing.assert_allclose(table["|x| out"], [np.linalg.norm(t["resid_post", i][-1]) for i in range(5)], rtol=1e-5)
+
+
 def test_click_targets():
     assert fo.target({"customdata": ["attention", 3, 1, 0, 0.5]}) == ("attention", {"layer": 3, "head": 1})
     assert fo.target({"customdata": ["layer", 2, 7]}) == ("layer", {"layer": 2, "pos": 7})
@@ -173,9 +184,27 @@ def test_next_token_extends_the_overview(bundled):
     assert ids == t.n_tokens + 1  # the query follows the newest token
     assert after["ov_chart"]["layout"]["shapes"], "the newest column is shaded (computed now)"
     assert before["layout"]["title"]["text"] != after["ov_chart"]["layout"]["title"]["text"]
+    timeline = after["ov_timeline"]["data"][0]
+    n = len(t.ids)
+    assert timeline["y"] == [
+        f"{n}: {fo.label(tok.token_str(expected[0]))}",
+        f"{n + 1}: {fo.label(tok.token_str(expected[1]))}",
+    ]
     # the figure now reads the trace of prompt + continuation
     t2 = gptviz.run(bundled, token_ids=[*t.ids, *expected])
     probs = t2.probs()
     np.testing.assert_allclose(
         [c[3] for c in _trace_named(after["ov_chart"], "next")["customdata"]], np.sort(probs)[::-1][:5], atol=1e-5
     )
+
+
+def test_use_as_prompt_moves_the_continuation_into_the_prompt(bundled):
+    at = open_page("0_Overview.py", prompt="To be, or not to be")
+    at.button(key="ov_next").click().run()
+    at.button(key="ov_next").click().run()
+    tok = gptviz.get_tokenizer(bundled.cfg.tokenizer)
+    continuation = tok.decode([int(i) for i in at.query_params["ov_generated"].split(",")])
+    at.button(key="ov_use").click().run()
+    assert_ok(at)
+    assert at.sidebar.text_area[0].value == "To be, or not to be" + continuation
+    assert at.query_params["ov_generated"] == "" and "ov_timeline" not in figures(at)

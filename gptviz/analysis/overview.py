@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gptviz.hooks import hook_name
 from gptviz.trace import Trace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -154,3 +158,27 @@ def generated_attention(trace: Trace, n_generated: int, layer: int, head: int | 
     pattern = np.asarray(trace["pattern", layer], dtype=np.float32)  # [H, T, T]
     rows = pattern[:, T - n :, :] if head is None else pattern[head : head + 1, T - n :, :]
     return rows.mean(axis=0)
+
+
+def overview_table(ov: Overview) -> pd.DataFrame:
+    """The overview's numbers at the query token, one row per layer (the chart's text
+    alternative): the head drawn, its heaviest link, and the residual stream's sizes."""
+    import pandas as pd
+
+    rows = []
+    for lv in ov.layers:
+        k = int(np.argmax(lv.weights))
+        rows.append(
+            {
+                "layer": lv.layer,
+                "head drawn": lv.head,
+                "how chosen": "chosen" if lv.chosen else "strongest",
+                "reads most": f"{k}: {ov.tokens[k]}",
+                "weight": float(lv.weights[k]),
+                "|x| in": float(lv.resid_pre[ov.query]),
+                "attention adds |a|": float(lv.attn_add[ov.query]),
+                "feed-forward adds |f|": float(lv.ffn_add[ov.query]),
+                "|x| out": float(lv.resid_post[ov.query]),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -403,6 +403,9 @@ def generation_attention(
         projector=projector,
         height=int(180 + (34 if projector else 26) * max(n, 3)),
     )
+    cats = [f"{T - n + r}: {label(t)}" for r, t in enumerate(rows)]  # true positions, not 0..n-1
+    fig.data[0].y = cats
+    fig.update_yaxes(tickvals=cats, ticktext=cats)
     x_split = T - n - 0.5
     fig.add_shape(type="line", x0=x_split, x1=x_split, y0=-0.5, y1=n - 0.5, line={"color": QUERY, "width": 3})
     fig.update_yaxes(title={"text": ""})

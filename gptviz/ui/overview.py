@@ -15,7 +15,7 @@ import streamlit as st
 import gptviz
 from gptviz import site
 from gptviz.analysis import generation as gen
-from gptviz.analysis.overview import generated_attention, overview
+from gptviz.analysis.overview import generated_attention, overview, overview_table
 from gptviz.figures import overview as fo
 from gptviz.trace import Trace
 from gptviz.ui.caching import Context, _trace_cache
@@ -127,6 +127,7 @@ def overview_section(ctx: Context, *, key_prefix: str = "ov") -> None:
         fo.overview_figure(ov, projector=pj, new_tokens=len(generated)),
         "ov_chart",
         alt=f"Overview: token {ov.query} through all {cfg.n_layer} layers",
+        table=overview_table(ov),
         caption="Columns: your tokens; rows: the stages, top to bottom. Blue lines: which earlier tokens the "
         "selected one reads in each layer (one head, its width the weight); dots: the residual stream's size; "
         "right: what attention and the feed-forward add at the selected token. Left squares: every head, by "
@@ -179,3 +180,17 @@ def _generation(ctx: Context, trace: Trace, generated: list[int], head: object) 
         "tokens left of the orange line, the continuation right of it). Only this row is computed at that step.",
     )
     st.code(ctx.tokenizer.decode(generated), language=None, wrap_lines=True)
+    st.button(
+        "Use as prompt",
+        key="ov_use",
+        on_click=_use_as_prompt,
+        args=(ctx.trace.text + ctx.tokenizer.decode(generated),),
+        help="Make prompt + continuation the prompt, so every page (attention, output…) shows it",
+        icon=":material/input:",
+    )
+
+
+def _use_as_prompt(text: str) -> None:
+    """Button callback (runs before the sidebar, so it may set the prompt box)."""
+    set_choice("prompt", text)
+    keep(GENERATED, [])
