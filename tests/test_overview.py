@@ -208,3 +208,21 @@ def test_use_as_prompt_moves_the_continuation_into_the_prompt(bundled):
     assert_ok(at)
     assert at.sidebar.text_area[0].value == "To be, or not to be" + continuation
     assert at.query_params["ov_generated"] == "" and "ov_timeline" not in figures(at)
+
+
+def test_sampled_generation_uses_the_seed_and_temperature_of_analysis_generation(bundled):
+    at = open_page("0_Overview.py", prompt="To be, or not to be", ov_greedy="0", ov_temperature="1.5", ov_seed="42")
+    at.number_input(key="w_ov_n").set_value(3).run()
+    at.button(key="ov_next").click().run()
+    assert_ok(at)
+    tok = gptviz.get_tokenizer(bundled.cfg.tokenizer)
+    ids = tok.encode("To be, or not to be")
+    expected = gen.generate(bundled, tok, ids, 3, temperature=1.5, seed=42)
+    assert at.query_params["ov_generated"] == ",".join(map(str, expected))
+
+
+def test_a_full_context_stops_generation(bundled):
+    at = open_page("0_Overview.py", prompt="word " * 400)
+    assert_ok(at)
+    assert at.button(key="ov_next").disabled
+    assert any("context is full" in c.value for c in at.caption)

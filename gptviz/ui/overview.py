@@ -20,7 +20,7 @@ from gptviz.figures import overview as fo
 from gptviz.trace import Trace
 from gptviz.ui.caching import Context, _trace_cache
 from gptviz.ui.layout import chart
-from gptviz.ui.state import keep, kept_or_url, number, select, set_choice, slider, toggle
+from gptviz.ui.state import keep, kept_or_url, number, select, select_slider, set_choice, slider, toggle
 
 ATTENTION = "pages/4_Attention.py"
 # A clicked stage -> (page, {URL key of that page: the clicked point's field})
@@ -32,6 +32,7 @@ PAGES: dict[str, tuple[str, dict[str, str]]] = {
     "output": ("pages/6_Output.py", {}),
 }
 GENERATED = "ov_generated"  # URL key: the ids generated so far, a comma list
+TEMPERATURES = [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0]
 
 
 def ids_trace(spec: str, model: gptviz.GPT, ids: Sequence[int]) -> Trace:
@@ -81,7 +82,7 @@ def _run(ctx: Context, ids: list[int]) -> gen.CachedGeneration:
     return run
 
 
-def overview_section(ctx: Context, *, key_prefix: str = "ov") -> None:
+def overview_section(ctx: Context) -> None:
     """The overview chart with its controls, the per-layer links, and generation."""
     goto = st.session_state.pop("_ov_goto", None)
     if goto is not None:
@@ -101,15 +102,19 @@ def overview_section(ctx: Context, *, key_prefix: str = "ov") -> None:
         "Options", icon=":material/tune:", help="Generation settings: greedy or sampled, seed, tokens per press"
     ):
         greedy = toggle("Greedy (always the top token)", "ov_greedy", default=True)
-        seed = number("Seed (when sampling at temperature 1)", 0, 999_999, "ov_seed", 0)
+        temp = select_slider("Temperature (when not greedy)", TEMPERATURES, "ov_temperature", 1.0)
+        seed = number("Seed (the same seed, the same tokens)", 0, 999_999, "ov_seed", 0)
         n_play = number("Tokens per press", 1, 32, "ov_n", 1)
-    if c[0].button("Next token", key="ov_next", type="primary", icon=":material/skip_next:"):
+    room = cfg.n_ctx - len(prompt_ids) - len(generated)  # the chart shows one trace: stop at the context
+    if c[0].button("Next token", key="ov_next", type="primary", icon=":material/skip_next:", disabled=room <= 0):
         run = _run(ctx, prompt_ids + generated)
-        for _ in range(n_play):
+        for _ in range(min(n_play, room)):
             rng = gen.rng_for(seed, len(generated))
-            chosen, _ = run.step(tok, 0.0 if greedy else 1.0, rng=rng)
+            chosen, _ = run.step(tok, 0.0 if greedy else temp, rng=rng)
             generated.append(chosen)
         keep(GENERATED, generated)
+    if room <= 0:
+        st.caption(f"The context is full ({cfg.n_ctx} tokens): **Reset**, or shorten the prompt, to generate.")
     if c[1].button("Reset", key="ov_reset", disabled=not generated, help="Forget the generated tokens"):
         generated = []
         keep(GENERATED, [])
