@@ -3,10 +3,17 @@
 import streamlit as st
 
 from gptviz import site, ui
+from gptviz.ui.overview import overview_section
 
 st.set_page_config(page_title="gptviz · see inside a GPT", page_icon="🔎", layout="wide")
 ctx = ui.sidebar()
 st.title("gptviz — see inside a GPT")
+if ctx is not None:  # the first screen: the whole model on the user's prompt
+    st.caption(
+        "Your prompt flowing through the whole GPT, top to bottom. Click any head, layer or stage to open its page; "
+        "press **Next token** to watch it write."
+    )
+    overview_section(ctx)
 st.markdown(
     "A GPT reads text as a sequence of **tokens**, turns each into a vector, lets every token "
     "**look back** at the ones before it through layers of self-attention and feed-forward "
@@ -20,7 +27,7 @@ st.info(
 )
 
 st.subheader(site.PIPELINE)
-stages = site.section(site.PIPELINE)
+stages = [p for p in site.section(site.PIPELINE) if p is not site.OVERVIEW]
 for row in (stages[:3], stages[3:]):  # two rows of three: each label fits on one line
     for col, p in zip(st.columns(3), row, strict=True):
         with col:

@@ -21,7 +21,11 @@ HOME = Page("app.py", "Home", ":material/home:", "", "what a GPT does, the pipel
 PIPELINE, CLASSROOM, RESEARCH = "The pipeline", "Classroom", "Research"
 SECTIONS = (PIPELINE, CLASSROOM, RESEARCH)  # sidebar order; an empty section is not drawn
 
+OVERVIEW = Page(
+    "pages/0_Overview.py", "Overview", ":material/schema:", PIPELINE, "the whole GPT at a glance, token by token"
+)
 PAGES: tuple[Page, ...] = (
+    OVERVIEW,
     Page("pages/1_Tokenization.py", "1 · Tokenization", ":material/text_fields:", PIPELINE, "text → token ids (BPE)"),
     Page("pages/2_Embeddings.py", "2 · Embeddings", ":material/scatter_plot:", PIPELINE, "ids → vectors"),
     Page(

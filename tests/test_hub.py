@@ -314,7 +314,7 @@ def test_a_link_naming_an_uncached_model_downloads_nothing_until_two_clicks(onli
     at = open_page(model=TINY)
     assert not at.exception
     assert any("gptviz download" in e.value for e in at.error)  # the page says how to get it
-    assert [b.label for b in at.button] == [f"Look up {TINY} on the Hugging Face Hub"]  # an offer, no more
+    assert [b.label for b in at.sidebar.button] == [f"Look up {TINY} on the Hugging Face Hub"]  # an offer, no more
     assert online.requests == []
     at.button(key="hub_lookup").click().run()  # first click: metadata only, the size is shown
     assert online.requests and not any(r.startswith("GET /" + TINY) for r in online.requests)

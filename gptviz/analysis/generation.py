@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gptviz.model import GPT
+from gptviz.model import GPT, KVCache
 from gptviz.tokenizer import Tokenizer
 
 _EPS = 1e-9  # tolerance when a cumulative probability "reaches" top_p
@@ -258,3 +258,94 @@ def continuation_steps(
         probs = sampling_distribution(row, temperature, top_k, top_p)
         steps.append(Step(chosen, candidates(tokenizer, row, probs, n_candidates, chosen)))
     return steps
+
+
+# --- generation with a KV cache ----------------------------------------------------------------
+
+
+class CachedGeneration:
+    """Generation as a serving GPT does it: each new token computes only its own query, key and
+    value, and reads every earlier key and value from a ``KVCache``.
+
+    The cache is a value owned by this object (one per sequence, e.g. one per browser session),
+    passed to ``model.forward``: the shared model holds no per-call state, so the per-call hook
+    guarantee holds. When the sequence outgrows the context, the cache is rebuilt on the last
+    ``n_ctx`` tokens, which is what ``next_logits`` reads too, so both give the same numbers.
+    """
+
+    def __init__(self, model: GPT, ids: Sequence[int]) -> None:
+        if not len(ids):
+            raise ValueError("generation needs at least one token of context")
+        self.model = model
+        self.ids: list[int] = [int(i) for i in ids]
+        self.cache = KVCache()
+        self.cached: list[int] = []  # the ids whose keys and values the cache holds, in order
+        self.computed = 0  # token positions run through the model so far (prefill + steps)
+        self._logits: np.ndarray | None = None  # the last result, while ``ids`` has not changed
+
+    @torch.inference_mode()
+    def next_logits(self) -> np.ndarray:
+        """Float32 logits ``[V]`` for the token after ``self.ids``: runs only the ids not yet
+        cached (all of them the first time, one per step after that)."""
+        n_ctx = self.model.cfg.n_ctx
+        window = context_window(self.ids, n_ctx)
+        if window == self.cached and self._logits is not None:
+            return self._logits
+        if self.cached != window[: len(self.cached)] or len(window) <= len(self.cached):
+            self.cache, self.cached = KVCache(), []  # slid past the context (or rewound): rebuild
+        new = window[len(self.cached) :]
+        x = torch.tensor([new], dtype=torch.long)
+        self._logits = self.model(x, fused=True, cache=self.cache)[0, -1].float().numpy()
+        self.cached = window
+        self.computed += len(new)
+        return self._logits
+
+    def append(self, token: int) -> None:
+        self.ids.append(int(token))
+
+    def step(
+        self,
+        tokenizer: Tokenizer,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        rng: np.random.Generator | None = None,
+        n_candidates: int = 5,
+    ) -> tuple[int, tuple[Candidate, ...]]:
+        """One token, drawn exactly as ``generate_step`` draws it (same reshaping, same rng
+        use), appended to ``self.ids``; returns it with the top candidates."""
+        logits = self.next_logits()
+        probs = sampling_distribution(logits, temperature, top_k, top_p)
+        if temperature <= 0:
+            chosen = int(np.argmax(probs))
+        else:
+            if rng is None:
+                raise ValueError("sampling needs a random generator: pass rng=rng_for(seed, step)")
+            chosen = int(sample(probs, rng))
+        self.append(chosen)
+        return chosen, candidates(tokenizer, logits, probs, n_candidates, chosen)
+
+
+def generate_cached(
+    model: GPT,
+    tokenizer: Tokenizer,
+    ids: Sequence[int],
+    n_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    start: int = 0,
+    logits_out: list[np.ndarray] | None = None,
+) -> list[int]:
+    """``generate`` with a KV cache: the same tokens for the same seed and settings (step ``s``
+    draws with ``rng_for(seed, start + s)``), each step running one token instead of all.
+    ``logits_out``, if given, receives each step's logits (the test compares them)."""
+    run = CachedGeneration(model, ids)
+    out = []
+    for s in range(n_tokens):
+        if logits_out is not None:
+            logits_out.append(run.next_logits())
+        chosen, _ = run.step(tokenizer, temperature, top_k, top_p, rng_for(seed, start + s))
+        out.append(chosen)
+    return out

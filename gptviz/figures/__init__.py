@@ -33,6 +33,7 @@ from gptviz.figures.output import (
     reshaped_distribution,
     sampling_histogram,
 )
+from gptviz.figures.overview import generation_attention, overview_figure
 from gptviz.figures.research import (
     attribution_bars,
     attribution_tokens,
@@ -92,6 +93,7 @@ __all__ = [
     "embedding_plus_position",
     "embedding_scatter",
     "esc",
+    "generation_attention",
     "generation_timeline",
     "heatmap",
     "label",
@@ -102,6 +104,7 @@ __all__ = [
     "next_token_bars_for",
     "next_token_chart",
     "next_token_distribution",
+    "overview_figure",
     "pattern_heatmap",
     "position_similarity_heatmap",
     "positional_curves",

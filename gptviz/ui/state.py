@@ -19,12 +19,30 @@ T = TypeVar("T")
 
 
 def _kept() -> dict[str, Any]:
-    """Values chosen in this session, by URL key. Seeded once from the URL."""
+    """Values chosen in this session, by URL key. Seeded once from the URL; a link followed
+    inside the session (``st.page_link(..., query_params=…)``) then overrides what it names."""
     ss = st.session_state
     if "_kept" not in ss:
         ss["_kept"] = {}
         ss["_url"] = {k: st.query_params.get(k) for k in st.query_params}
+        ss["_written"] = dict(ss["_url"])
+    else:
+        _adopt_link(ss)
     return ss["_kept"]
+
+
+def _adopt_link(ss: Any) -> None:
+    """Query parameters that differ from what this session last wrote came from a link clicked
+    inside the session (the URL is ours otherwise): take them as if the session opened with them.
+    (Parameters that vanished are a page switch, which clears the URL: the kept values return.)"""
+    written = ss["_written"]
+    for k in st.query_params:
+        raw = st.query_params.get(k)
+        if raw == written.get(k):
+            continue
+        ss["_url"][k] = written[k] = raw
+        ss["_kept"].pop(k, None)
+        ss.pop(f"w_{k}", None)
 
 
 def _from_url(key: str) -> str | None:
@@ -89,6 +107,7 @@ def _encode(value: Any) -> str:
 
 def _write_url() -> None:
     want = {k: _encode(v) for k, v in _kept().items()}
+    st.session_state["_written"] = dict(want)
     for k in list(st.query_params):
         if k not in want:
             del st.query_params[k]
