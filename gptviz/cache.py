@@ -1,4 +1,4 @@
-"""A small thread-safe LRU bounded by bytes, for traces shared across app sessions.
+"""A small thread-safe LRU bounded by bytes, for what app sessions share: traces, models, figures.
 
 ``st.cache_data`` would pickle a trace on every read (hundreds of MB at GPT-2 size) and bounds
 entries by count, not size. Traces are immutable (read-only arrays), so sharing one object
@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
+
+import torch
 
 T = TypeVar("T")
 
@@ -73,3 +75,18 @@ class ByteLRU(Generic[T]):
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+    def keys(self) -> list[Hashable]:
+        """The cached keys, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._items)
+
+
+def model_nbytes(model: torch.nn.Module) -> int:
+    """Bytes a model holds: its parameters and buffers, each storage once (tied weights share
+    one). This is what evicting it frees, so the model cache is bounded by it."""
+    seen: dict[int, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
