@@ -12,7 +12,7 @@ import streamlit as st
 
 import gptviz
 from gptviz import serving
-from gptviz.cache import ByteLRU, model_nbytes
+from gptviz.cache import ByteLRU, model_nbytes, release_memory
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer
 from gptviz.trace import Trace, trace_nbytes
@@ -52,7 +52,7 @@ def check_spec(spec: str) -> str:
 
 @st.cache_resource
 def _model_cache() -> ByteLRU[GPT]:
-    return ByteLRU(MODEL_CACHE_BYTES, model_nbytes)
+    return ByteLRU(MODEL_CACHE_BYTES, model_nbytes, on_evict=release_memory)
 
 
 def _load(spec: str) -> GPT:
