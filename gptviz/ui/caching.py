@@ -5,14 +5,18 @@ mode's check (``gptviz.serving``) before anything is loaded."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import plotly.graph_objects as go
+import plotly.io as pio
 import streamlit as st
 
 import gptviz
 from gptviz import serving
 from gptviz.cache import ByteLRU, model_nbytes, release_memory
+from gptviz.figcache import TRACE_KEYS, FigureCache
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer
 from gptviz.trace import Trace, trace_nbytes
@@ -22,6 +26,7 @@ TRACE_CACHE_BYTES = int(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "1500")) * 2**20
 # A single model larger than the budget is still loaded (GPTVIZ_MAX_MODEL_GB refuses those before
 # they are built) and then stays alone in the cache: every other model is evicted first.
 MODEL_CACHE_BYTES = int(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "3000")) * 2**20
+FIGURE_CACHE_BYTES = int(os.environ.get("GPTVIZ_FIGURE_CACHE_MB", "200")) * 2**20
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,19 @@ def _trace_cache() -> ByteLRU[Trace]:
 def get_trace(spec: str, text: str, extra_key: Any = None, extra_hooks: list | None = None) -> Trace:
     """The trace of ``text`` through model ``spec``, computed once and shared (bounded)."""
     model = load_model(spec)
-    return _trace_cache().get_or_compute(
-        (spec, text, extra_key), lambda: gptviz.run(model, text, extra_hooks=extra_hooks)
-    )
+    key = (spec, text, extra_key)
+    trace = _trace_cache().get_or_compute(key, lambda: gptviz.run(model, text, extra_hooks=extra_hooks))
+    TRACE_KEYS.register(trace, key)  # how the figure cache knows which trace a figure was drawn from
+    return trace
+
+
+@st.cache_resource
+def _figure_cache() -> FigureCache:
+    return FigureCache(FIGURE_CACHE_BYTES)
+
+
+def figure(fn: Callable[..., go.Figure], *args: Any, key: str, **kwargs: Any) -> go.Figure:
+    """``fn(*args, **kwargs)`` through the shared figure cache (``gptviz.figcache``): a room on
+    the same step and prompt builds the figure once. ``key`` is the chart's key, part of the cache
+    key like every argument; a call whose arguments cannot all be keyed is just built."""
+    return pio.from_json(_figure_cache().json(fn, key, *args, **kwargs))
