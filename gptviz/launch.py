@@ -58,7 +58,36 @@ def serve_app(extra: list[str] | None = None, models: str | None = None) -> int:
         os.environ["GPTVIZ_MODELS"] = models
     os.environ.setdefault("STREAMLIT_SERVER_HEADLESS", "true")
     os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
-    return _exec(streamlit_command(extra))
+    return _exec(serve_command(extra))
+
+
+def serve_command(extra: list[str] | None = None) -> list[str]:
+    """``python -m gptviz.launch run <app.py> [options]``: ``streamlit run`` after ``preload``."""
+    return [sys.executable, "-m", "gptviz.launch", "run", str(app_path()), *(extra or [])]
+
+
+PRELOAD = ("pandas", "plotly.graph_objects", "plotly.io", "gptviz.ui", "gptviz.figures", "gptviz.analysis")
+
+
+def preload() -> None:
+    """Import the app's modules in the main thread before the server starts. Streamlit runs each
+    session's first script in its own thread, and when a room opens the page at once, their
+    first imports race: a measured run of 4 sessions got ``partially initialized module 'pandas'``
+    (benchmarks/load.py). Imported once here, the sessions find them in ``sys.modules``."""
+    import importlib
+    import pkgutil
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    import gptviz
+
+    for mod in pkgutil.walk_packages(gptviz.__path__, "gptviz."):
+        if mod.name.startswith(("gptviz._app", "gptviz.train", "gptviz.launch")):
+            continue
+        try:
+            importlib.import_module(mod.name)
+        except ImportError:  # an optional dependency: the page that needs it says so itself
+            continue
 
 
 def _exec(cmd: list[str]) -> int:
@@ -72,3 +101,10 @@ def _exec(cmd: list[str]) -> int:
         sys.stderr.flush()
         os.execv(cmd[0], cmd)
     return subprocess.call(cmd)
+
+
+if __name__ == "__main__":  # `python -m gptviz.launch run app.py …`: what `gptviz serve` runs
+    import runpy
+
+    preload()
+    runpy.run_module("streamlit", run_name="__main__", alter_sys=True)  # = python -m streamlit

@@ -146,7 +146,11 @@ def _prompt_sidebar() -> str:
         if len(start) > MAX_PROMPT_CHARS:
             sb.warning(f"The link's prompt was cut to the box's {MAX_PROMPT_CHARS:,} characters.")
             start = start[:MAX_PROMPT_CHARS]
-        st.session_state["w_prompt"] = start
+    else:
+        start = st.session_state["w_prompt"]  # what the box shows: typed here, or on the last page
+    # Set on every run: each page draws its own box (Streamlit's widget ids include the page), and
+    # a new box would otherwise come up empty after a page switch in a real browser session.
+    st.session_state["w_prompt"] = start
     sb.selectbox("Example prompts", ["Pick an example…", *EXAMPLES], key="w_example", on_change=_set_example)
     text = sb.text_area(
         "Prompt",
