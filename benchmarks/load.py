@@ -276,6 +276,7 @@ async def run_session(
                 break
             if n_action:
                 await asyncio.sleep(rng.uniform(*think))
+            confirmed = prompt  # what the URL holds now: the view a reconnect must bring back
             if kind == "prompt":
                 prompt = plan.prompts[1]
                 s.type_prompt(prompt)
@@ -287,6 +288,7 @@ async def run_session(
             except (TimeoutError, ConnectionClosed, OSError) as exc:
                 stats.errors.append(f"session {plan.index} {kind}: {type(exc).__name__} (action in flight)")
                 stats.reconnects += 1
+                prompt = confirmed  # a prompt typed in the failed action is lost with it
                 if await _recover(s, stats, plan, prompt, expected, check):
                     stats.recovered += 1
         stats.done_sessions += 1
