@@ -165,6 +165,11 @@ def test_chromium_through_the_proxy_and_a_replica_killed_under_it(cluster, brows
         ports = [f"127.0.0.1:{p}" for p in cluster.ports]
         assert upstream in ports, (upstream, ports)
         cluster.kill_replica(ports.index(upstream))
+        tab.page.wait_for_function(  # the frontend noticed: its socket is gone
+            """() => document.querySelector('[data-testid="stApp"]')?.dataset.testConnectionState !== 'CONNECTED'""",
+            timeout=30_000,
+            polling=100,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
