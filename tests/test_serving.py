@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import weakref
 
 import pytest
@@ -235,3 +236,32 @@ def test_app_model_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
     gc.collect()
     assert cache.keys() == paths[1:] and first() is None
     assert json.dumps(cache.keys())  # plain specs as keys
+
+
+# --- the launchers ---------------------------------------------------------------------------------
+
+
+def test_gptviz_serve_is_served_mode_with_the_allowlist(monkeypatch):
+    import gptviz.launch
+    from gptviz.__main__ import main
+
+    ran = []
+    monkeypatch.setattr(gptviz.launch, "_exec", lambda cmd: ran.append(cmd) or 0)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the launcher's variables stay in this test
+    assert main(["serve", "--models", "bundled:*,gpt2", "--server.port", "8601"]) == 0
+    assert ran[0][1:3] == ["-m", "gptviz.launch"] and ran[0][-2:] == ["--server.port", "8601"]
+    assert os.environ["GPTVIZ_MODE"] == "served" and os.environ["GPTVIZ_MODELS"] == "bundled:*,gpt2"
+    assert os.environ["GPTVIZ_NO_DOWNLOADS"] == "1"
+
+
+def test_gptviz_app_binds_loopback_unless_told(monkeypatch):
+    import gptviz.launch
+
+    monkeypatch.setattr(gptviz.launch, "_exec", lambda cmd: 0)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "STREAMLIT_SERVER_ADDRESS"})
+    gptviz.launch.run_app([])
+    assert os.environ["STREAMLIT_SERVER_ADDRESS"] == "127.0.0.1"
+    assert serving.resolve_mode(None, os.environ["STREAMLIT_SERVER_ADDRESS"]) == serving.LOCAL
+    del os.environ["STREAMLIT_SERVER_ADDRESS"]
+    gptviz.launch.run_app(["--server.address", "0.0.0.0"])
+    assert "STREAMLIT_SERVER_ADDRESS" not in os.environ
