@@ -27,6 +27,10 @@ from collections.abc import Iterable
 from gptviz.checkpoints import BUNDLED, CheckpointError, bundled_snapshots, cached_models
 
 LOCAL, SERVED = "local", "served"
+# Caps on the work one request can ask for (both modes: a link is a request too). The Output
+# page recomputes a restored continuation step by step once it outgrows the context, so a link
+# naming thousands of generated tokens would otherwise hold a server thread for minutes.
+MAX_GENERATED_TOKENS = 200
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 REFUSAL = "this server does not offer that model; pick one from the list in the sidebar"
 

@@ -52,7 +52,8 @@ def test_four_sessions_each_get_their_own_numbers(server):
     base, proc = server
     report = _small(base, [proc.pid])
     assert report["finished_sessions"] == 4 and report["actions"] == 12, report
-    assert (report["errors"], report["mixed"], report["lost"]) == (0, 0, 0), report
+    samples = report["error_samples"], report["mixed_samples"], report["lost_samples"]
+    assert (report["errors"], report["mixed"], report["lost"]) == (0, 0, 0), samples
     assert set(report["per_action"]) == {"open", "page", "prompt"}
     assert report["server_rss_mb"][str(proc.pid)]["max"] > 100  # a real process was sampled
 

@@ -265,3 +265,13 @@ def test_gptviz_app_binds_loopback_unless_told(monkeypatch):
     del os.environ["STREAMLIT_SERVER_ADDRESS"]
     gptviz.launch.run_app(["--server.address", "0.0.0.0"])
     assert "STREAMLIT_SERVER_ADDRESS" not in os.environ
+
+
+def test_a_link_asking_for_a_huge_continuation_is_cut_to_the_cap():
+    """A link naming thousands of generated tokens must not hold the server for minutes."""
+    cap = serving.MAX_GENERATED_TOKENS
+    at = open_page("6_Output.py", out_generated=",".join(["42"] * (cap * 20)), timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"first {cap} tokens" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.query_params["out_generated"].count(",") == cap - 1
+    assert at.button(key="out_next").disabled
