@@ -66,7 +66,8 @@ def serve_command(extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "gptviz.launch", "run", str(app_path()), *(extra or [])]
 
 
-PRELOAD = ("pandas", "plotly.graph_objects", "plotly.io", "gptviz.ui", "gptviz.figures", "gptviz.analysis")
+# Modules the first script runs import (Streamlit imports pyarrow only when a table is drawn).
+PRELOAD = ("pandas", "pyarrow", "plotly.graph_objects", "plotly.io", "gptviz.ui", "gptviz.figures", "gptviz.analysis")
 
 
 def preload() -> None:
@@ -78,7 +79,10 @@ def preload() -> None:
     import pkgutil
 
     for name in PRELOAD:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
     import gptviz
 
     for mod in pkgutil.walk_packages(gptviz.__path__, "gptviz."):
