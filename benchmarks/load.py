@@ -304,6 +304,10 @@ async def run_session(
 async def _recover(s: Session, stats: Stats, plan: Plan, prompt: str, expected, check) -> bool:
     """Reconnect as a browser does after the server went away: a new socket, a rerun with the
     URL the app last wrote (the prompt and every choice are in it), typed state forgotten."""
+    try:
+        await s.close()  # a timed-out socket may still be open: a browser drops it too
+    except Exception:
+        pass
     for attempt in range(10):
         await asyncio.sleep(0.5 * (attempt + 1))
         try:
