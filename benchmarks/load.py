@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one action may take")
     ap.add_argument("--url", help="drive this server (e.g. the deploy/ proxy) instead of starting one")
     ap.add_argument("--pids", default="", help="server process ids to sample RSS from (with --url)")
-    ap.add_argument("--local-addrs", default="", help="comma list of 127.0.0.N source addresses")
+    ap.add_argument("--local-addrs", default="", help="comma list of 127.0.0.N source addresses for the sockets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the report as JSON here too")
     ap.add_argument("--plain", action="store_true", help="start `python -m streamlit run app.py` without preload")

@@ -1,6 +1,6 @@
 """deploy/: nginx in front of two ``gptviz serve`` replicas, on loopback ports of this machine.
 
-- the load test (benchmarks/load.py, small N) through the proxy: both replicas serve sessions,
+- the load test (benchmarks/load.py, small N) through the proxy, with 1 and with 2 replicas (both serve sessions),
   every session sees its own prompt's numbers;
 - a real Chromium tab through the proxy works (websocket Origin/Host, the route cookie), and a
   prompt typed there survives a page switch;
@@ -83,6 +83,22 @@ def test_load_through_the_proxy_uses_both_replicas(cluster):
     assert (report["errors"], report["mixed"], report["lost"]) == (0, 0, 0), samples
     assert report["finished_sessions"] == 6
     assert set(report["sessions_per_upstream"]) == {f"127.0.0.1:{p}" for p in cluster.ports}, report
+
+
+def test_load_through_the_proxy_with_one_replica(tmp_path):
+    if deploy.find_nginx() is None:
+        pytest.skip("nginx is not installed (apt-get install nginx); CI installs it")
+    ports: set[int] = set()
+    while len(ports) < 2:
+        ports.add(load.free_port())
+    proxy, replica = sorted(ports)
+    c = deploy.Cluster(1, proxy, prefix=tmp_path, replica_ports=[replica]).start()
+    try:
+        report = asyncio.run(load.drive(c.url, load.make_plans(4, actions=2), think=(0.1, 0.3), ramp=0.5, duration=90))
+    finally:
+        c.stop()
+    assert (report["errors"], report["mixed"], report["lost"]) == (0, 0, 0), report["error_samples"]
+    assert report["sessions_per_upstream"] == {f"127.0.0.1:{replica}": 4}
 
 
 def test_killing_a_replica_mid_run_the_sessions_come_back(cluster):
