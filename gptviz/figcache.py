@@ -19,6 +19,7 @@ import hashlib
 import threading
 import weakref
 from collections.abc import Callable, Hashable
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,7 @@ def input_key(value: Any) -> Hashable:
         return ("nd", data.dtype.str, data.shape, hashlib.sha1(data.tobytes()).hexdigest())
     if isinstance(value, list | tuple):
         return (type(value).__name__, tuple(input_key(v) for v in value))
-    if isinstance(value, dict):
+    if isinstance(value, dict | MappingProxyType):
         return ("dict", tuple(sorted((str(k), input_key(v)) for k, v in value.items())))
     if isinstance(value, frozenset | set):
         return ("set", tuple(sorted((input_key(v) for v in value), key=repr)))

@@ -140,9 +140,9 @@ def _fresh_cache():
 def test_app_sessions_share_figures_but_not_across_projector_or_ablation():
     cache = _fresh_cache()
     plain = figures(open_page("4_Attention.py", attn_layer="1", attn_head="0"))
-    misses = cache.lru.misses
+    misses, hits = cache.lru.misses, cache.lru.hits
     again = figures(open_page("4_Attention.py", attn_layer="1", attn_head="0"))
-    assert cache.lru.misses == misses and cache.lru.hits >= 2  # the second session built nothing
+    assert cache.lru.misses == misses and cache.lru.hits - hits >= 2  # the second session built nothing
     assert json.dumps(again["attn_pattern"]) == json.dumps(plain["attn_pattern"])
     big = figures(open_page("4_Attention.py", attn_layer="1", attn_head="0", projector="1"))
     assert json.dumps(big["attn_pattern"]) != json.dumps(plain["attn_pattern"])
@@ -152,3 +152,16 @@ def test_app_sessions_share_figures_but_not_across_projector_or_ablation():
     two = figures(open_page("4_Attention.py", attn_layer="1", attn_head="0", ablate_heads="0.1"))
     assert json.dumps(one["attn_ablation_next"]) != json.dumps(two["attn_ablation_next"])
     assert json.dumps(one["attn_pattern_ablated"]) != json.dumps(two["attn_pattern_ablated"])
+
+
+def test_a_room_on_the_same_lesson_step_builds_its_chart_once():
+    import gptviz.lesson as L
+
+    cache = _fresh_cache()
+    key = next(iter(L.LESSONS))
+    misses, hits, uncacheable = cache.lru.misses, cache.lru.hits, cache.uncacheable
+    first = figures(open_page("7_Lesson.py", lesson=key, lesson_step="0"))
+    assert (cache.lru.misses - misses, cache.uncacheable - uncacheable) == (1, 0)
+    second = figures(open_page("7_Lesson.py", lesson=key, lesson_step="0"))
+    assert (cache.lru.misses - misses, cache.lru.hits - hits) == (1, 1)
+    assert json.dumps(first["lesson_before"]) == json.dumps(second["lesson_before"])
