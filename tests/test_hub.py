@@ -30,11 +30,13 @@ import gptviz
 from gptviz import hub
 from gptviz.__main__ import main as gptviz_main
 from gptviz.checkpoints import CheckpointError, find_in_hf_cache
+from tests.hf_families import TEXT, make_family_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "tiny-org/tiny-gpt2"
 GATED = "tiny-org/gated-llama"
 PICKLED = "tiny-org/only-bin"
+LLAMA = "tiny-org/tiny-llama"
 
 
 def _write_tiny_gpt2(folder: Path) -> None:
@@ -165,14 +167,17 @@ def stand_in(tmp_path_factory) -> StandInHub:
     _write_tiny_gpt2(folder)
     files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
     config = files["config.json"]
+    llama = tmp_path_factory.mktemp("tiny-llama")
+    make_family_model("llama", llama)
     server = StandInHub(
         {
             TINY: {"sha": "a" * 40, "files": files},
+            LLAMA: {"sha": "d" * 40, "files": {p.name: p.read_bytes() for p in sorted(llama.iterdir())}},
             GATED: {"sha": "b" * 40, "files": {"config.json": config, "model.safetensors": b"x" * 10}, "gated": True},
             PICKLED: {"sha": "c" * 40, "files": {"config.json": config, "pytorch_model.bin": b"x" * 10}},
         }
     )
-    server.source = folder
+    server.source, server.llama_source = folder, llama
     yield server
     server.stop()
 
@@ -229,6 +234,22 @@ def test_download_then_load_model_runs_and_refs_main_points_at_the_commit(online
     with torch.no_grad():
         expected = ref(torch.tensor(trace.ids.tolist())[None]).logits[0, -1].numpy()
     assert abs(trace.logits() - expected).max() < 1e-4
+
+
+def test_a_llama_family_repo_downloads_with_its_tokenizer_and_matches_transformers(online):
+    """Rotary, RMSNorm, SwiGLU, grouped-query attention from the Hub: its own tokenizer.json comes
+    too, and the loaded model's logits equal transformers' on the served folder."""
+    folder = hub.download(hub.plan_download(LLAMA))
+    assert (folder / "tokenizer.json").is_file()
+    model = gptviz.load_model(LLAMA)
+    assert model.cfg.pos == "rotary" and model.cfg.kv_heads < model.cfg.n_head
+    trace = gptviz.run(model, TEXT, precision="full")
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(online.llama_source).eval()
+    with torch.no_grad():
+        expected = ref(torch.tensor(trace.ids.tolist())[None]).logits[0].numpy()
+    assert abs(trace["hook_logits"] - expected).max() < 1e-4
 
 
 def test_cli_dry_run_prints_the_plan_and_downloads_nothing(online, capsys):
