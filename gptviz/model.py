@@ -85,7 +85,12 @@ class KVCache:
     @property
     def length(self) -> int:
         """Tokens already cached (the position of the next token)."""
-        return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[1]
+        return self.cached(0)
+
+    def cached(self, layer: int) -> int:
+        """Tokens already cached for ``layer``."""
+        keys = self.keys[layer] if layer < len(self.keys) else None
+        return 0 if keys is None else keys.shape[1]
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this call's keys and values for ``layer``; all of them, old and new."""
@@ -216,7 +221,7 @@ class Attention(nn.Module):
             q, k = self.hook_rot_q(rotate(q, *rope)), self.hook_rot_k(rotate(k, *rope))
         start = 0
         if cache is not None:
-            start = cache.keys[self.layer].shape[1] if self.layer < len(cache.keys) else 0
+            start = cache.cached(self.layer)
             k, v = cache.extend(self.layer, k, v)  # [B, S, K, Dh]
         S = k.shape[1]
         qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|K, T|S, Dh]
@@ -304,7 +309,13 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()  # [B, T, D]
         self.hook_resid_post = HookPoint()  # [B, T, D]
 
-    def forward(self, x: torch.Tensor, rope=None, cache: KVCache | None = None, fused: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        fused: bool = False,
+    ) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         if not self.pre:
             attn_out = self.hook_attn_out(self.drop(self.attn(x, rope, cache, fused)))
