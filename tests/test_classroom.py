@@ -387,7 +387,8 @@ def test_projector_mode_large_fonts_and_safe_scales_on_every_page():
 
 def test_lesson_data_and_checkers_by_hand(model):
     assert len(L.LESSONS) >= 3
-    for lesson in (lesson for lesson in L.LESSONS.values() if not lesson.models):  # comparing: tests/test_generations.py
+    pipeline = [lesson for lesson in L.LESSONS.values() if not lesson.models]  # comparing: test_generations
+    for lesson in pipeline:
         stages = [s.stage for s in lesson.steps]
         order = [L.STAGES[s][1] for s in stages]  # the stage pages, numbered in pipeline order
         assert order == sorted(order), f"{lesson.key}: stages out of pipeline order"
