@@ -287,13 +287,15 @@ def _answer_positions(runs: gens.Runs) -> tuple[int, str]:
     specs = list(runs)
     bare = [gens.nothing_added(t) for _, t in runs.values()]
     i = bare.index(True) if True in bare else 0
-    shares = ", ".join(
-        f"{_name(s)} {gens.position_share(t).mean():.2f}" for s, (_, t) in runs.items() if not gens.nothing_added(t)
+    shares = " and ".join(
+        f"{gens.position_share(t).mean():.2f} × in {_name(s)}"
+        for s, (_, t) in runs.items()
+        if not gens.nothing_added(t)
     )
     return i, (
         f"In {_name(specs[i])} the vector entering layer 0 is exactly the token's embedding: its positions are "
-        f"rotations of the queries and keys inside every attention layer. The others add a position vector "
-        f"(on average this long, relative to the token's vector: {shares})."
+        f"rotations of the queries and keys inside every attention layer. The others add a position vector, on "
+        f"average as long as the token's own vector times {shares}."
     )
 
 
@@ -330,7 +332,8 @@ def _answer_ffn(runs: gens.Runs) -> tuple[int, str]:
     signs = [gens.neuron_signs(t) for _, t in runs.values()]
     i = int(np.argmin([s.min_over_max for s in signs]))
     rows = "; ".join(
-        f"{_name(s)}: {g.zero:.0%} exactly 0, most negative {g.min_over_max:+.2f} × the largest"
+        f"{_name(s)}: {g.zero:.0%} exactly 0, "
+        + ("never below 0" if g.min_over_max >= 0 else f"the most negative {-g.min_over_max:.2f} × the largest")
         for s, g in zip(specs, signs, strict=True)
     )
     return i, (

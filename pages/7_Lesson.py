@@ -42,8 +42,8 @@ if not st.session_state.get("lesson_opened"):  # a shared link: its lesson's pro
 
 ctx = ui.page(
     "Lesson",
-    "A guided tour for the classroom: the five stages in order, one short step at a time, each with "
-    "the chart for the current prompt. Guess before each reveal. Every step has its own link.",
+    "A guided tour for the classroom: the stages in order (or, in one lesson, three generations of "
+    "design), one short step at a time, each with its chart for the current prompt. Guess before each reveal. Every step has its own link.",
 )
 t, cfg, P = ctx.trace, ctx.cfg, ctx.projector
 key = ui.select("Lesson", list(L.LESSONS), "lesson", format_func=lambda k: L.LESSONS[k].title, on_change=choose)
@@ -69,7 +69,8 @@ def kept_int(name: str, default: int, hi: int) -> int:
 
 
 stage_name = L.STAGES[step.stage][0].split(" · ", 1)[-1]  # "1 · Tokenization" -> "Tokenization"
-st.progress((i + 1) / len(lesson.steps), text=f"Step {i + 1} of {len(lesson.steps)} · {stage_name}")
+where = "" if lesson.models else f" · {stage_name}"  # a comparing step's stage page is only where to explore
+st.progress((i + 1) / len(lesson.steps), text=f"Step {i + 1} of {len(lesson.steps)}{where}")
 if lesson.models:  # a lesson comparing models: each runs the prompt, whatever the sidebar's model
     try:
         runs = {spec: (ui.load_model(spec), ui.get_trace(spec, t.text)) for spec in lesson.models}

@@ -62,8 +62,12 @@ def tokens(i, spec, model, t) -> None:
     cfg = model.cfg
     st.markdown(f"**{spec}**: {model.num_params():,} parameters, {cfg.n_layer} layers × {cfg.n_head} heads")
     st.caption(ui.architecture(cfg))
-    title = f"{cfg.tokenizer}: {t.n_input_tokens} tokens"
-    fig = figures.trace_chips(t, title=title, row_width=30 if len(runs) < 3 else 20, projector=P)
+    if len(runs) < 3:
+        title, row = f"{cfg.tokenizer}: {t.n_input_tokens} tokens", 30
+    else:  # a narrow column: the tokenizer's name above the chart, not in a title it would cut
+        title, row = f"{t.n_input_tokens} tokens", 20
+        st.caption(f"Tokenizer: {cfg.tokenizer}")
+    fig = figures.trace_chips(t, title=title, row_width=row, projector=P)
     ui.chart(fig, f"sbs_tokens_{i}", table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes))
 
 

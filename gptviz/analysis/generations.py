@@ -187,8 +187,13 @@ def kv_size(trace: Trace) -> KVSize:
     return KVSize(per, full, cfg.n_ctx)
 
 
+_ACT = {"relu": "ReLU", "gelu": "GELU", "gelu_new": "GELU (tanh)", "silu": "SiLU"}
+
+
 def design(cfg: GPTConfig) -> dict[str, str]:
     """The design choices the lesson compares, in words (a row per choice)."""
+    ffn = _ACT[cfg.act] if cfg.ffn == "mlp" else f"gated: {_ACT[cfg.act]}(gate) × up"
+    ffn += " (SwiGLU)" if cfg.ffn == "gated" and cfg.act == "silu" else ""
     heads = (
         f"{cfg.n_head} query heads, {cfg.kv_heads} K/V heads" if cfg.kv_heads < cfg.n_head else f"{cfg.n_head} heads"
     )
@@ -200,9 +205,7 @@ def design(cfg: GPTConfig) -> dict[str, str]:
         }[cfg.pos],
         "norm placement": f"{cfg.norm}-norm",
         "norm": "RMSNorm" if cfg.norm_kind == "rmsnorm" else "LayerNorm",
-        "feed-forward": ("SwiGLU (gated " + cfg.act + ")")
-        if cfg.ffn == "gated"
-        else cfg.act.replace("_new", "").upper(),
+        "feed-forward": ffn,
         "attention": heads + (" (grouped-query)" if cfg.kv_heads < cfg.n_head else " (full)"),
         "output layer": "tied to the embeddings" if cfg.tie_weights else "separate matrix",
         "size": f"{cfg.n_layer} layers, d = {cfg.d_model}, feed-forward {cfg.d_mlp}",

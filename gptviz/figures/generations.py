@@ -38,17 +38,23 @@ def design_table(table: pd.DataFrame, *, projector: bool = False) -> go.Figure:
     return style(fig, projector=projector, height=60 + 30 * (len(table) + 1))
 
 
+_DASHES = ("solid", "dash", "dot")
+_SYMBOLS = ("circle", "square", "diamond")
+
+
 def _lines(
     series: Mapping[str, np.ndarray], x: Sequence, title: str, x_title: str, y_title: str, fmt: str, projector: bool
 ) -> go.Figure:
     fig = go.Figure()
     for i, (name, y) in enumerate(series.items()):
+        # dash and marker differ too: two models on the same values (pre-norm's 0) stay visible
         fig.add_scatter(
             x=list(x)[: len(y)],
             y=np.asarray(y, dtype=np.float64),
             mode="lines+markers",
             name=_short(name),
-            line={"color": _colour(i), "width": 3},
+            line={"color": _colour(i), "width": 3 if i == 0 else 2.5, "dash": _DASHES[i % len(_DASHES)]},
+            marker={"symbol": _SYMBOLS[i % len(_SYMBOLS)], "size": 10 - 2 * (i % 3)},
             hovertemplate=f"{_short(name)}<br>{x_title} %{{x}}<br>{y_title}: %{{y:{fmt}}}<extra></extra>",
         )
     fig.update_layout(title={"text": title}, legend={"orientation": "h", "y": -0.25})
@@ -83,7 +89,9 @@ def highway_gaps(series: Mapping[str, np.ndarray], *, projector: bool = False) -
         ".2%",
         projector,
     )
-    return fig.update_yaxes(tickformat=".0%")
+    top = max(float(np.max(v)) for v in series.values()) or 1.0
+    # a little room below 0, so lines at 0 (pre-norm) are drawn above the axis, not on it
+    return fig.update_yaxes(tickformat=".0%", range=[-0.06 * top, 1.1 * top]).update_xaxes(dtick=1)
 
 
 def mean_shares(series: Mapping[str, np.ndarray], *, projector: bool = False) -> go.Figure:
@@ -135,23 +143,43 @@ def kv_cache_bars(sizes: Mapping[str, KVSize], *, projector: bool = False) -> go
     return style(fig, projector=projector, height=420)
 
 
+_PART_COLOURS = {  # Okabe-Ito, one colour per part
+    "token embeddings": "#0072B2",
+    "position embeddings": "#E69F00",
+    "attention: queries": "#009E73",
+    "attention: keys and values": "#56B4E9",
+    "attention: output": "#CC79A7",
+    "norms": "#D55E00",
+    "feed-forward": "#F0E442",
+    "output layer": "#000000",
+}
+
+
 def parameter_bars(table: pd.DataFrame, *, projector: bool = False) -> go.Figure:
     """Stacked bars: each model's parameters by part (``analysis.generations.parameter_table``)."""
     parts = table[table["part"] != "total"]
+    totals = table[table["part"] == "total"].iloc[0]
     models = list(table.columns[1:])
     fig = go.Figure()
-    for i, (_, row) in enumerate(parts.iterrows()):
+    for _, row in parts.iterrows():
         fig.add_bar(
             y=[_short(m) for m in models],
             x=[int(row[m]) for m in models],
             name=esc(row["part"]),
             orientation="h",
-            marker_color=_colour(i),
+            marker_color=_PART_COLOURS.get(row["part"], "#999999"),
             hovertemplate=f"%{{y}}<br>{esc(row['part'])}: %{{x:,}}<extra></extra>",
         )
+    for m in models:  # the total at the end of each bar
+        fig.add_annotation(
+            x=int(totals[m]), y=_short(m), text=f"{int(totals[m]):,}", showarrow=False, xanchor="left", xshift=6
+        )
     fig.update_layout(
-        barmode="stack", title={"text": "Where the parameters are"}, legend={"orientation": "h", "y": -0.3}
+        barmode="stack",
+        title={"text": "Where the parameters are"},
+        legend={"orientation": "h", "y": -0.3, "traceorder": "normal"},
     )
-    fig.update_xaxes(title={"text": "parameters"}, tickformat=",")
+    top = max(int(totals[m]) for m in models)
+    fig.update_xaxes(title={"text": "parameters"}, tickformat=",", range=[0, 1.2 * top])
     fig.update_yaxes(autorange="reversed")
     return style(fig, projector=projector, height=440)
