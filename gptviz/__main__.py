@@ -1,4 +1,4 @@
-"""One command line for gptviz: ``trace``, ``app``, ``train``, ``eval`` and ``download`` (``--help`` on each)."""
+"""One command line for gptviz: ``trace``, ``app``, ``serve``, ``train``, ``eval`` and ``download`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,12 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return run_app(args.streamlit_args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gptviz.launch import serve_app
+
+    return serve_app(args.streamlit_args, models=args.models)
+
+
 def _app_files() -> str:
     from gptviz.launch import app_path
 
@@ -108,6 +114,7 @@ examples:
   gptviz trace "Hello, world!" --model gpt2    a GPT-2 from the local Hugging Face cache
   gptviz app                                   open the app in the browser
   gptviz app --server.port 8600                any streamlit run option passes through
+  gptviz serve --models bundled:*,gpt2          serve a room (served mode: no paths, no downloads)
   gptviz eval                                  test-split bits per byte of the bundled model
   gptviz train gpt2-style                      retrain a bundled model
   gptviz download HuggingFaceTB/SmolLM2-135M   fetch a model from the Hub (the only command that does)
@@ -161,6 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_app, streamlit_args=[])
 
     p = sub.add_parser(
+        "serve",
+        help="serve the app to a room: served mode (allowlisted models only, no downloads)",
+        description="Start the app for untrusted visitors (a lecture hall). Served mode: a link or the sidebar\n"
+        "can open only bundled models, models already in this machine's Hugging Face cache, and the\n"
+        "--models allowlist; no folder path, no download, one refusal message for everything else.\n"
+        "Listens on every interface unless --server.address is given (behind a proxy: 127.0.0.1).",
+        epilog="Other options go to `streamlit run`, e.g.:\n"
+        "  gptviz serve --server.port 8501\n"
+        "  gptviz serve --models bundled:*,gpt2,/srv/models/pythia-160m\n"
+        "  GPTVIZ_MODEL_CACHE_MB=2000 gptviz serve --server.address 127.0.0.1 --server.port 8601",
+        formatter_class=raw,
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--models",
+        help="comma-separated allowlist: bundled:*, cached:* (every model in the Hugging Face cache), "
+        "names, folder or .safetensors paths (default: GPTVIZ_MODELS, else bundled and cached models)",
+    )
+    p.set_defaults(func=_cmd_serve, streamlit_args=[])
+
+    p = sub.add_parser(
         "download",
         help="fetch a model from the Hugging Face Hub into the local cache (size shown first)",
         description="Fetch a model's safetensors weights, config and tokenizer files from the Hugging Face Hub\n"
@@ -210,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "app":
+    if args.command in ("app", "serve"):
         args.streamlit_args = rest[1:] if rest[:1] == ["--"] else rest  # `gptviz app -- --help`
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -1,4 +1,4 @@
-"""A small thread-safe LRU bounded by bytes, for traces shared across app sessions.
+"""A small thread-safe LRU bounded by bytes, for what app sessions share: traces, models, figures.
 
 ``st.cache_data`` would pickle a trace on every read (hundreds of MB at GPT-2 size) and bounds
 entries by count, not size. Traces are immutable (read-only arrays), so sharing one object
@@ -10,11 +10,15 @@ the first session runs the model and the others wait for its result instead of e
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
+
+import torch
 
 T = TypeVar("T")
 
@@ -22,9 +26,10 @@ T = TypeVar("T")
 class ByteLRU(Generic[T]):
     """Least-recently-used cache holding at most ``max_bytes`` (by ``size(value)``)."""
 
-    def __init__(self, max_bytes: int, size: Callable[[T], int]) -> None:
+    def __init__(self, max_bytes: int, size: Callable[[T], int], on_evict: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self._size = size
+        self._on_evict = on_evict  # called after evicting, outside the lock (``release_memory``)
         self._items: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
         self._pending: dict[Hashable, Future[T]] = {}  # keys being computed right now
         self._lock = threading.Lock()
@@ -54,13 +59,17 @@ class ByteLRU(Generic[T]):
                 del self._pending[key]
             mine.set_exception(exc)
             raise
+        evicted = 0
         with self._lock:
             self._items[key] = (value, nbytes)
             self._items.move_to_end(key)
             while self.total_bytes > self.max_bytes and len(self._items) > 1:
                 self._items.popitem(last=False)
+                evicted += 1
             del self._pending[key]
         mine.set_result(value)
+        if evicted and self._on_evict is not None:
+            self._on_evict()
         return value
 
     @property
@@ -73,3 +82,32 @@ class ByteLRU(Generic[T]):
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+        if self._on_evict is not None:
+            self._on_evict()
+
+    def keys(self) -> list[Hashable]:
+        """The cached keys, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._items)
+
+
+def release_memory() -> None:
+    """Give freed memory back to the operating system. Dropping a model frees its tensors, but
+    glibc keeps most of them in its heap (its mmap threshold grows after the first large free),
+    so the server's RSS would not fall: ``malloc_trim(0)`` returns the free pages. Measured in
+    ``benchmarks/model_cache.py``. A no-op where there is no glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def model_nbytes(model: torch.nn.Module) -> int:
+    """Bytes a model holds: its parameters and buffers, each storage once (tied weights share
+    one). This is what evicting it frees, so the model cache is bounded by it."""
+    seen: dict[int, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())

@@ -38,8 +38,63 @@ def streamlit_command(extra: list[str] | None = None) -> list[str]:
 
 def run_app(extra: list[str] | None = None) -> int:
     """Become ``streamlit run`` (POSIX: exec, so signals such as Ctrl+C or a service manager's
-    SIGTERM reach Streamlit itself and no orphan is left); elsewhere run it as a child."""
-    cmd = streamlit_command(extra)
+    SIGTERM reach Streamlit itself and no orphan is left); elsewhere run it as a child.
+
+    ``gptviz app`` is for one person: it binds 127.0.0.1 (local mode, see ``gptviz.serving``)
+    unless ``--server.address`` or ``STREAMLIT_SERVER_ADDRESS`` says otherwise."""
+    if not any(a == "--server.address" or a.startswith("--server.address=") for a in extra or []):
+        os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")
+    return _exec(streamlit_command(extra))
+
+
+def serve_app(extra: list[str] | None = None, models: str | None = None) -> int:
+    """``gptviz serve``: the app for a room of untrusted visitors. Always served mode, whatever
+    the address: models only from the bundled set, the server's Hugging Face cache and the
+    ``models`` allowlist (``GPTVIZ_MODELS``), and never a download. Streamlit's own default
+    address (every interface) applies unless ``--server.address`` is given."""
+    os.environ["GPTVIZ_MODE"] = "served"
+    os.environ["GPTVIZ_NO_DOWNLOADS"] = "1"
+    if models is not None:
+        os.environ["GPTVIZ_MODELS"] = models
+    os.environ.setdefault("STREAMLIT_SERVER_HEADLESS", "true")
+    os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    return _exec(serve_command(extra))
+
+
+def serve_command(extra: list[str] | None = None) -> list[str]:
+    """``python -m gptviz.launch run <app.py> [options]``: ``streamlit run`` after ``preload``."""
+    return [sys.executable, "-m", "gptviz.launch", "run", str(app_path()), *(extra or [])]
+
+
+# Modules the first script runs import (Streamlit imports pyarrow only when a table is drawn).
+PRELOAD = ("pandas", "pyarrow", "plotly.graph_objects", "plotly.io", "gptviz.ui", "gptviz.figures", "gptviz.analysis")
+
+
+def preload() -> None:
+    """Import the app's modules in the main thread before the server starts. Streamlit runs each
+    session's first script in its own thread, and when a room opens the page at once, their
+    first imports race: a measured run of 4 sessions got ``partially initialized module 'pandas'``
+    (benchmarks/load.py). Imported once here, the sessions find them in ``sys.modules``."""
+    import importlib
+    import pkgutil
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+    import gptviz
+
+    for mod in pkgutil.walk_packages(gptviz.__path__, "gptviz."):
+        if mod.name.startswith(("gptviz._app", "gptviz.train", "gptviz.launch")):
+            continue
+        try:
+            importlib.import_module(mod.name)
+        except ImportError:  # an optional dependency: the page that needs it says so itself
+            continue
+
+
+def _exec(cmd: list[str]) -> int:
     # The app's .streamlit/config.toml is read from the working folder, which an installed
     # `gptviz app` does not control: its settings come in as Streamlit's environment variables
     # (setdefault: a variable already set wins, and so do command-line flags). Our sidebar draws the grouped page list.
@@ -50,3 +105,10 @@ def run_app(extra: list[str] | None = None) -> int:
         sys.stderr.flush()
         os.execv(cmd[0], cmd)
     return subprocess.call(cmd)
+
+
+if __name__ == "__main__":  # `python -m gptviz.launch run app.py …`: what `gptviz serve` runs
+    import runpy
+
+    preload()
+    runpy.run_module("streamlit", run_name="__main__", alter_sys=True)  # = python -m streamlit

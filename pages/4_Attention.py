@@ -36,7 +36,7 @@ layer = ui.slider("Layer", 0, cfg.n_layer - 1, "attn_layer", 0, where=c1)
 head = ui.slider("Head", 0, cfg.n_head - 1, "attn_head", 0, where=c2)
 ui.quiz_section("attention", ctx, layer, head)
 ui.chart(
-    fa.attention_pattern(t, layer, head, projector=pj),
+    ui.figure(fa.attention_pattern, t, layer, head, projector=pj, key="attn_pattern"),
     "attn_pattern",
     alt="Attention pattern of one head",
     caption="Row = the token doing the looking (query), column = the token looked at (key); bright = high weight, "
@@ -58,7 +58,7 @@ if cfg.kv_heads < cfg.n_head:
 
 st.subheader("All heads at once")
 ui.chart(
-    fa.attention_grid(t, (layer, head), projector=pj),
+    ui.figure(fa.attention_grid, t, (layer, head), projector=pj, key="attn_grid"),
     "attn_grid",
     caption="Each small square is one head's pattern (long prompts are shrunk, keeping the brightest cell of each "
     "block). Stripes just below the diagonal look one token back; a bright first column parks attention on the "
@@ -128,7 +128,7 @@ after = ui.ablation_result(
 if after is not None:
     title = f"Layer {layer}, head {head} after the ablation ({ab.describe()})"
     ui.chart(
-        fa.attention_pattern(after, layer, head, projector=pj, title=title),
+        ui.figure(fa.attention_pattern, after, layer, head, projector=pj, title=title, key="attn_pattern_ablated"),
         "attn_pattern_ablated",
         caption="A head's pattern only changes if an ablated head sits in an *earlier* layer.",
     )

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import ui
+from gptviz import serving, ui
 from gptviz.analysis import generation as gen
 from gptviz.figures import output as figs
 
@@ -74,12 +74,18 @@ if st.session_state.get("out_owner") not in (None, owner):
     ui.keep("out_generated", [])  # the prompt or the model changed: start over
 st.session_state["out_owner"] = owner
 url_ids = [int(i) for i in (ui.from_url("out_generated") or "").split(",") if i.isdigit()]
-generated = [int(i) for i in ui.kept("out_generated", url_ids) if 0 <= int(i) < V]  # a shared link restores it
+CAP = serving.MAX_GENERATED_TOKENS
+if len(url_ids) > CAP and ui.kept("out_generated", None) is None:
+    st.warning(f"The link's continuation was cut to its first {CAP} tokens (the most one continuation may have).")
+generated = [int(i) for i in ui.kept("out_generated", url_ids) if 0 <= int(i) < V][:CAP]  # a link restores it
 prompt_ids = tok.encode(t.text)
 c = st.columns([2, 2, 1, 1, 2], vertical_alignment="bottom")  # buttons level with the Seed box
 greedy = ui.toggle("Greedy (always the top token)", "out_greedy", where=c[0])
 seed = ui.number("Seed", 0, 999_999, "out_seed", 0, where=c[1])
-if c[2].button("Next token", key="out_next", type="primary"):
+if c[2].button(
+    "Next token", key="out_next", type="primary", disabled=len(generated) >= CAP,
+    help=f"At most {CAP} tokens per continuation: Reset, or Use as prompt, to go on.",
+):  # fmt: skip
     rng = gen.rng_for(seed, len(generated))
     chosen, _ = gen.generate_step(ctx.model, tok, prompt_ids + generated, 0 if greedy else temp, top_k, top_p, rng)
     generated.append(chosen)

@@ -113,7 +113,7 @@ else:
         verdict = ui.quiz_next(ctx, f"lesson_{key}_{i}")
 
     if step.quiz is not None and verdict is None:  # a chart that does not give the answer away
-        ui.chart(L.teaser(step, t, P), "lesson_before")
+        ui.chart(ui.figure(L.teaser, step, t, P, key="lesson_before"), "lesson_before")  # shared by the room
     else:
         view = L.step_view(step, t, ctx.model, ctx.tokenizer.token_str, layer, head, temp, P)
         ui.chart(view.figure, "lesson_chart", table=view.table, caption=view.caption)

@@ -7,6 +7,10 @@ import os
 # Every test runs offline: set before anything imports huggingface_hub (it reads the variable once,
 # at import). tests/test_hub.py alone talks to a stand-in Hub it serves on 127.0.0.1.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The app's served mode (gptviz.serving) depends on the address a server is bound to; AppTest has
+# none, which would mean served. The suite runs in local mode (links may name folders) unless a
+# test sets GPTVIZ_MODE=served itself; servers the tests start inherit this too.
+os.environ["GPTVIZ_MODE"] = "local"
 
 import pytest
 import torch

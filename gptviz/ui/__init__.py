@@ -3,7 +3,7 @@
 Pages read one flat namespace (``ui.page``, ``ui.chart``, ``ui.slider``, ``ui.load_model``…);
 behind it each job has its module:
 
-- ``caching``: one model per spec per process, traces shared in a byte-bounded LRU;
+- ``caching``: models, traces and figure JSON shared between sessions in byte-bounded LRUs;
 - ``state``: choices kept across pages and mirrored into the URL, and the widgets that keep them;
 - ``sidebar``: model picker, prompt, projector toggle, exports, share link, grouped page links;
 - ``layout``: the page frame, charts with their numbers and downloads, tables, seed notes;
@@ -12,7 +12,7 @@ behind it each job has its module:
 """
 
 from gptviz.ui.ablation import ablated_trace, ablation, ablation_picker, ablation_result, set_ablation
-from gptviz.ui.caching import TRACE_CACHE_BYTES, Context, _trace_cache, get_trace, load_model
+from gptviz.ui.caching import TRACE_CACHE_BYTES, Context, _figure_cache, _trace_cache, figure, get_trace, load_model
 from gptviz.ui.layout import architecture, chart, page, seed_note, table
 from gptviz.ui.quiz import quiz, quiz_attention, quiz_choice, quiz_next, quiz_section, quiz_tokens
 from gptviz.ui.sidebar import (
@@ -47,8 +47,9 @@ from gptviz.ui.state import (
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_PROMPT", "EXAMPLES", "MAX_PROMPT_CHARS", "OTHER", "PROJECTOR_CSS", "TRACE_CACHE_BYTES",
-    "Context", "_trace_cache", "ablated_trace", "architecture", "ablation", "ablation_picker", "ablation_result", "chart",
-    "forget_widget", "from_url", "get_trace", "keep", "kept", "kept_or_url", "load_model", "md_text", "model_options",
+    "Context", "_figure_cache", "_trace_cache", "ablated_trace", "architecture", "ablation", "ablation_picker", "ablation_result",
+    "chart", "figure", "forget_widget", "from_url", "get_trace", "keep", "kept", "kept_or_url", "load_model", "md_text",
+    "model_options",
     "multiselect", "nav", "number", "page", "quiz", "quiz_attention", "quiz_choice", "quiz_next", "quiz_section", "quiz_tokens",
     "select", "select_slider", "set_ablation", "set_choice", "seed_note", "share_link", "sidebar", "slider", "table", "toggle",
     "view_params", "widget_value",

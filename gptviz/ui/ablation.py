@@ -14,7 +14,7 @@ import streamlit as st
 from gptviz.analysis.ablation import Ablation, compare_next_token, parse_components
 from gptviz.figures import next_token_bars_for
 from gptviz.trace import Trace
-from gptviz.ui.caching import Context, get_trace
+from gptviz.ui.caching import Context, figure, get_trace
 from gptviz.ui.layout import chart
 from gptviz.ui.state import keep, kept_or_url
 
@@ -100,5 +100,6 @@ def ablation_result(ctx: Context, ab: Ablation, key: str, k: int, note: str = ""
         help="0 means the prediction did not change",
     )
     st.caption(ab.describe() + note)
-    chart(next_token_bars_for(ctx.trace, after, ctx.tokenizer.token_str, k=k, projector=ctx.projector), key)
+    fig = figure(next_token_bars_for, ctx.trace, after, ctx.tokenizer.token_str, k=k, projector=ctx.projector, key=key)
+    chart(fig, key)
     return after

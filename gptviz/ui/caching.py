@@ -1,21 +1,32 @@
-"""Caching: models are loaded once per process (``st.cache_resource``); traces are shared between
-sessions in a byte-bounded LRU (traces are read-only, so sharing is safe)."""
+"""Caching: models and traces are shared between sessions in byte-bounded LRUs (both are only
+read: hooks are per call, trace arrays are read-only), and every model spec passes the served
+mode's check (``gptviz.serving``) before anything is loaded."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import plotly.graph_objects as go
+import plotly.io as pio
 import streamlit as st
 
 import gptviz
-from gptviz.cache import ByteLRU
+from gptviz import serving
+from gptviz.cache import ByteLRU, model_nbytes, release_memory
+from gptviz.figcache import TRACE_KEYS, FigureCache
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer
 from gptviz.trace import Trace, trace_nbytes
 
 TRACE_CACHE_BYTES = int(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "1500")) * 2**20
+# Models by size, not count: a few links naming large cached models must not exhaust the server.
+# A single model larger than the budget is still loaded (GPTVIZ_MAX_MODEL_GB refuses those before
+# they are built) and then stays alone in the cache: every other model is evicted first.
+MODEL_CACHE_BYTES = int(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "3000")) * 2**20
+FIGURE_CACHE_BYTES = int(os.environ.get("GPTVIZ_FIGURE_CACHE_MB", "200")) * 2**20
 
 
 @dataclass(frozen=True)
@@ -33,10 +44,33 @@ class Context:
         return self.model.cfg
 
 
-@st.cache_resource(max_entries=12, show_spinner="Loading the model…")  # room for the 5 snapshots + others
+def serving_mode() -> str:
+    """``local`` or ``served`` (``gptviz.serving.resolve_mode``): ``GPTVIZ_MODE``, else the
+    address this Streamlit server is bound to."""
+    return serving.current_mode(st.config.get_option("server.address"))
+
+
+def check_spec(spec: str) -> str:
+    """``spec`` if this server may load it, else ``serving.RefusedSpec`` (one message for all)."""
+    return serving.resolve_spec(spec, serving_mode(), serving.env_allowlist())
+
+
+@st.cache_resource
+def _model_cache() -> ByteLRU[GPT]:
+    return ByteLRU(MODEL_CACHE_BYTES, model_nbytes, on_evict=release_memory)
+
+
+def _load(spec: str) -> GPT:
+    with st.spinner("Loading the model…"):
+        return gptviz.load_model(spec)
+
+
 def load_model(spec: str) -> GPT:
-    """One model object per spec per process; sessions only read it (hooks are per call)."""
-    return gptviz.load_model(spec)
+    """One model object per spec per process, within ``GPTVIZ_MODEL_CACHE_MB``; sessions only read
+    it (hooks are per call) and keep it only for one script run (``Context`` is never stored in
+    ``st.session_state``), so an evicted model is freed once the runs using it finish."""
+    spec = check_spec(spec)
+    return _model_cache().get_or_compute(spec, lambda: _load(spec))
 
 
 @st.cache_resource
@@ -47,6 +81,19 @@ def _trace_cache() -> ByteLRU[Trace]:
 def get_trace(spec: str, text: str, extra_key: Any = None, extra_hooks: list | None = None) -> Trace:
     """The trace of ``text`` through model ``spec``, computed once and shared (bounded)."""
     model = load_model(spec)
-    return _trace_cache().get_or_compute(
-        (spec, text, extra_key), lambda: gptviz.run(model, text, extra_hooks=extra_hooks)
-    )
+    key = (spec, text, extra_key)
+    trace = _trace_cache().get_or_compute(key, lambda: gptviz.run(model, text, extra_hooks=extra_hooks))
+    TRACE_KEYS.register(trace, key)  # how the figure cache knows which trace a figure was drawn from
+    return trace
+
+
+@st.cache_resource
+def _figure_cache() -> FigureCache:
+    return FigureCache(FIGURE_CACHE_BYTES)
+
+
+def figure(fn: Callable[..., go.Figure], *args: Any, key: str, **kwargs: Any) -> go.Figure:
+    """``fn(*args, **kwargs)`` through the shared figure cache (``gptviz.figcache``): a room on
+    the same step and prompt builds the figure once. ``key`` is the chart's key, part of the cache
+    key like every argument; a call whose arguments cannot all be keyed is just built."""
+    return pio.from_json(_figure_cache().json(fn, key, *args, **kwargs))

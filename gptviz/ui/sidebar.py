@@ -8,11 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 import gptviz
-from gptviz import export, hub, site
+from gptviz import export, hub, serving, site
 from gptviz.checkpoints import BUNDLED, CheckpointError, cached_models
 from gptviz.tokenizer import get_tokenizer
 from gptviz.trace import Trace
-from gptviz.ui.caching import Context, get_trace, load_model
+from gptviz.ui.caching import Context, check_spec, get_trace, load_model, serving_mode
 from gptviz.ui.state import _from_url, keep, kept, kept_or_url, md_text, toggle, view_params
 
 DEFAULT_MODEL = f"bundled:{BUNDLED[0]}"
@@ -35,7 +35,10 @@ PROJECTOR_CSS = "<style>html { font-size: 22px; }</style>"
 
 def model_options() -> list[str]:
     """The bundled models, then every cached model of a supported family (GPT-2, Llama, Mistral,
-    Qwen2/3, GPT-NeoX / Pythia), then "other" (a folder, a file or a Hub name typed in)."""
+    Qwen2/3, GPT-NeoX / Pythia), then "other" (a folder, a file or a Hub name typed in). Served
+    mode (``gptviz.serving``) offers only what the server allows, and no box for a folder path."""
+    if serving_mode() == serving.SERVED:
+        return serving.offered(serving.env_allowlist())
     return [f"bundled:{b}" for b in BUNDLED] + cached_models() + [OTHER]
 
 
@@ -43,6 +46,12 @@ def _model_sidebar() -> str:
     sb = st.sidebar
     options = model_options()
     current = kept_or_url("model") or DEFAULT_MODEL
+    if current not in options and OTHER not in options:  # served mode: a listed or allowed spec only
+        try:
+            options.append(check_spec(current))  # e.g. a training snapshot from a shared link
+        except serving.RefusedSpec as exc:
+            sb.error(f"The link's model cannot be opened: {exc}. Showing {DEFAULT_MODEL} instead.")
+            current = DEFAULT_MODEL
     widget = st.session_state.get("w_model")  # the user's pick wins while the box is on screen
     choice = widget if widget in options else current if current in options else OTHER
     st.session_state["w_model"] = choice
@@ -67,9 +76,9 @@ def _model_sidebar() -> str:
     try:
         load_model(spec)
     except (CheckpointError, OSError, ValueError) as exc:
-        sb.error(
-            f"Could not load {md_text(repr(spec))}: {md_text(str(exc).rstrip('.'))}. Showing {DEFAULT_MODEL} instead."
-        )
+        # Served mode names no file of the server's, even for a listed model that fails to load.
+        why = str(exc).rstrip(".") if serving_mode() == serving.LOCAL else serving.REFUSAL
+        sb.error(f"Could not load {md_text(repr(spec))}: {md_text(why)}. Showing {DEFAULT_MODEL} instead.")
         if choice == OTHER and hub.looks_like_repo_id(spec) and not Path(spec).expanduser().exists():
             _download_offer(spec)
         spec = DEFAULT_MODEL
@@ -81,9 +90,9 @@ def _download_offer(name: str) -> None:
     """Offer to fetch an uncached Hub model: a click asks the Hub for the files and their size, a
     second click downloads them with a progress bar. Nothing reaches the network before a click,
     so a link naming a model never starts a download. ``GPTVIZ_NO_DOWNLOADS=1`` hides the offer
-    (a shared classroom server whose disk should not fill up)."""
-    if os.environ.get("GPTVIZ_NO_DOWNLOADS", "").strip() not in ("", "0"):
-        return
+    (a shared classroom server whose disk should not fill up); served mode never shows it."""
+    if os.environ.get("GPTVIZ_NO_DOWNLOADS", "").strip() not in ("", "0") or serving_mode() == serving.SERVED:
+        return  # served mode never downloads: visitors must not fill the server's disk
     sb = st.sidebar
     plans = st.session_state.setdefault("hub_plans", {})
     plan = plans.get(name)
@@ -142,7 +151,11 @@ def _prompt_sidebar() -> str:
         if len(start) > MAX_PROMPT_CHARS:
             sb.warning(f"The link's prompt was cut to the box's {MAX_PROMPT_CHARS:,} characters.")
             start = start[:MAX_PROMPT_CHARS]
-        st.session_state["w_prompt"] = start
+    else:
+        start = st.session_state["w_prompt"]  # what the box shows: typed here, or on the last page
+    # Set on every run: each page draws its own box (Streamlit's widget ids include the page), and
+    # a new box would otherwise come up empty after a page switch in a real browser session.
+    st.session_state["w_prompt"] = start
     sb.selectbox("Example prompts", ["Pick an example…", *EXAMPLES], key="w_example", on_change=_set_example)
     text = sb.text_area(
         "Prompt",
