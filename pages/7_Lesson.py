@@ -121,7 +121,11 @@ else:
             ui.table(view.extra, "lesson_table")
 
 label, page = L.STAGES[step.stage]
-st.page_link(page, label=f"Explore {label} on its own page", icon=":material/arrow_outward:")
+if lesson.models and page == "pages/8_Side_by_side.py":  # open it on the lesson's models
+    chosen = dict(zip(("sbs_left", "sbs_right", "sbs_third"), lesson.models, strict=False))
+    st.page_link(page, label="See the models side by side", icon=":material/compare:", query_params=chosen)
+else:
+    st.page_link(page, label=f"Explore {label} on its own page", icon=":material/arrow_outward:")
 c = st.columns([1, 1, 4])
 c[0].button("Back", key="lesson_back", on_click=go, args=(key, i - 1), disabled=i == 0, icon=":material/arrow_back:")
 last = i == len(lesson.steps) - 1

@@ -174,6 +174,9 @@ def test_lesson_walks_every_step_with_the_three_models(runs):
             at.button(key="lesson_next").click().run()
             assert_ok(at)
     assert at.button(key="lesson_next").disabled
+    (link,) = [p.proto for p in at.get("page_link") if p.proto.label == "See the models side by side"]
+    assert link.page == "Side_by_side"
+    assert link.query_string == "sbs_left=bundled%3Aseed&sbs_right=bundled%3Agpt2-style&sbs_third=bundled%3Allama-style"
     at.button(key="lesson_back").click().run()
     at.button(key="lesson_back").click().run()
     assert at.query_params["lesson_step"] in ("3", ["3"])

@@ -36,6 +36,11 @@ def test_lesson_steps_reveal_in_the_browser(tab):
         tab.wait_title(title[:20])
         assert "Right!" in tab.page.locator('[data-testid="stMain"]').inner_text()
         tab.screenshot(f"generations-step{i + 1}")
+    tab.page.get_by_role("link", name="See the models side by side").click()  # the last step's link
+    tab.page.wait_for_function("() => location.pathname.endsWith('/Side_by_side')")
+    tab.wait_idle()
+    assert tab.wait_charts() >= 9
+    assert tab.query().get("sbs_third") == "bundled:llama-style"
     tab.assert_clean()
 
 
