@@ -24,7 +24,7 @@ from gptviz.families import FAMILIES, Family, FamilyError, family_of
 from gptviz.model import GPT
 
 ASSETS = Path(__file__).parent / "assets"
-BUNDLED = ("gpt2-style", "seed")  # the first is the app's default (the better model)
+BUNDLED = ("gpt2-style", "seed", "llama-style")  # the first is the app's default
 HF_NAMES = ("gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 

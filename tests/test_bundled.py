@@ -49,7 +49,7 @@ def test_bundled_model_loads_and_matches_its_card(name):
 
 def test_bundled_weights_fit_the_budget_and_snapshots_load():
     total = sum(p.stat().st_size for p in ASSETS.rglob("*.safetensors"))
-    assert total <= 30_000_000  # 30 MB, read strictly (28.6 MiB)
+    assert total <= 50_000_000  # 50 MB, read strictly (47.7 MiB)
     steps = bundled_snapshots("gpt2-style")
     assert 4 <= len(steps) <= 6 and steps[0] == 0
     first = gptviz.load_model(f"bundled:gpt2-style@{steps[0]}")
