@@ -224,3 +224,16 @@ def test_side_by_side_three_models():
         np.testing.assert_array_equal(z, np.where(np.tril(np.ones_like(p, dtype=bool)), p, np.nan))
         bars = decode(figs[f"sbs_next_{i}"]["data"][0]["x"]).astype(np.float64)
         np.testing.assert_allclose(bars, np.sort(trace.probs())[::-1][:10], rtol=1e-5)
+
+
+def test_projector_mode_large_fonts_on_every_step_chart(runs):
+    import json
+
+    from tests.test_classroom import projector_problems
+
+    figs = {"teaser": L.compare_teaser(runs, projector=True).figure}
+    figs |= {s.stage: L.compare_view(s, runs, projector=True).figure for s in LESSON.steps}
+    problems = {k: bad for k, fig in figs.items() if (bad := projector_problems(json.loads(fig.to_json())))}
+    assert not problems, problems
+    small = json.loads(L.compare_view(LESSON.steps[-1], runs).figure.to_json())
+    assert projector_problems(small)  # the check does catch the normal (smaller) type
