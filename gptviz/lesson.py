@@ -6,6 +6,11 @@ against the trace by hand.
 A lesson is a prompt, an optional selection (URL keys the other pages read too, such as
 ``attn_layer``), and steps in the order of the pipeline. A step names the stage whose chart it
 shows, a short text (``str.format`` fields from ``facts``), and optionally a question.
+
+A lesson with ``models`` compares several models on its prompt instead of walking the sidebar's
+one: its steps are ``gen_*`` stages, drawn by ``compare_view`` from every model's own weights and
+trace (``runs``: spec -> (model, trace)), their texts filled by ``compare_facts``, and their
+questions multiple choice (``Question``), each answer computed from the same runs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import plotly.graph_objects as go
 
 from gptviz import figures, site
 from gptviz.analysis import generation as gen
+from gptviz.analysis import generations as gens
 from gptviz.analysis import rotary
 from gptviz.analysis.attention import head_stats, previous_token_score
 from gptviz.analysis.embeddings import position_similarity, positional_table
@@ -38,10 +44,28 @@ _STAGE_PAGES = {
     "residual": "pages/5_Feed-forward_and_residual.py",
     "output": "pages/6_Output.py",
     "temperature": "pages/6_Output.py",
+    # the stages of a lesson comparing models (``Lesson.models``): where to explore each on one model
+    "gen_positions": "pages/3_Positional_encoding.py",
+    "gen_norm_place": "pages/5_Feed-forward_and_residual.py",
+    "gen_norm_kind": "pages/5_Feed-forward_and_residual.py",
+    "gen_ffn": "pages/5_Feed-forward_and_residual.py",
+    "gen_attention": "pages/4_Attention.py",
+    "gen_params": "pages/8_Side_by_side.py",
 }
 STAGES = {stage: (site.page(path).title, path) for stage, path in _STAGE_PAGES.items()}  # the titles: gptviz.site
-QUIZZES = ("tokens", "attention", "next")
+QUIZZES = ("tokens", "attention", "next", "choice")
 TEMPERATURES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 3.0, 5.0]
+
+
+@dataclass(frozen=True)
+class Question:
+    """A multiple-choice guess about several models (``quiz="choice"``). ``options`` are the
+    answers offered (empty: the lesson's models, by spec); ``answer(runs)`` computes, from the
+    models' weights and traces, the index of the right option and the Markdown that explains it."""
+
+    text: str
+    answer: Callable[[gens.Runs], tuple[int, str]]
+    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,12 +79,15 @@ class Step:
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     variant: str = ""  # another chart of the same stage (e.g. "similarity" for positions)
     rotary: tuple[str, str] | None = None  # (title, text) instead, for a rotary model (nothing is added)
+    question: Question | None = None  # the multiple-choice question of quiz="choice"
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}")
         if self.quiz is not None and self.quiz not in QUIZZES:
             raise ValueError(f"unknown quiz {self.quiz!r}")
+        if (self.quiz == "choice") != (self.question is not None):
+            raise ValueError("a step has a Question exactly when its quiz is 'choice'")
 
 
 @dataclass(frozen=True)
@@ -72,6 +99,12 @@ class Lesson:
     steps: tuple[Step, ...]
     selection: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     head: str = "selected"  # "selected": the kept layer/head; "previous-token": the best such head
+    models: tuple[str, ...] = ()  # specs compared on the prompt (empty: the sidebar's model)
+
+    def __post_init__(self) -> None:
+        compare = [s.stage.startswith("gen_") for s in self.steps]
+        if any(compare) and (not all(compare) or not self.models):
+            raise ValueError(f"lesson {self.key!r}: gen_* steps need models, and only gen_* steps can use them")
 
     def step(self, i: int) -> Step:
         return self.steps[clamp_step(self, i)]
@@ -243,7 +276,207 @@ TEMPERATURE = Lesson(
     ),
 )
 
-LESSONS: dict[str, Lesson] = {lesson.key: lesson for lesson in (HELLO, PREVIOUS_TOKEN, TEMPERATURE)}
+# --- three generations: the answers, computed from the models compared -------------------------
+
+
+def _name(spec: str) -> str:
+    return code(spec.removeprefix("bundled:"))
+
+
+def _answer_positions(runs: gens.Runs) -> tuple[int, str]:
+    specs = list(runs)
+    bare = [gens.nothing_added(t) for _, t in runs.values()]
+    i = bare.index(True) if True in bare else 0
+    shares = " and ".join(
+        f"{gens.position_share(t).mean():.2f} × in {_name(s)}"
+        for s, (_, t) in runs.items()
+        if not gens.nothing_added(t)
+    )
+    return i, (
+        f"In {_name(specs[i])} the vector entering layer 0 is exactly the token's embedding: its positions are "
+        f"rotations of the queries and keys inside every attention layer. The others add a position vector, on "
+        f"average as long as the token's own vector times {shares}."
+    )
+
+
+def _answer_norm_place(runs: gens.Runs) -> tuple[int, str]:
+    specs = list(runs)
+    gaps = [float(gens.highway_gap(t)[-1]) for _, t in runs.values()]
+    i = int(np.argmax(gaps))
+    rest = ", ".join(f"{_name(s)} {g:.1e}" for s, g in zip(specs, gaps, strict=True) if s != specs[i])
+    return i, (
+        f"In {_name(specs[i])} (post-norm) the stream after the last layer is {gaps[i]:.0%} away from 'input + "
+        f"everything the sub-layers wrote': each norm rescales the stream itself. Pre-norm models only normalise "
+        f"a copy for each sub-layer, so the sum stays exact (distance {rest}: rounding)."
+    )
+
+
+_SHARE_OPTIONS = ("under 5% of its size", "between 5% and 30%", "more than 30%")
+
+
+def _answer_norm_kind(runs: gens.Runs) -> tuple[int, str]:
+    ln = [s for s, (m, _) in runs.items() if m.cfg.norm_kind == "layernorm" and m.cfg.norm == "pre"]
+    ln = ln or [s for s, (m, _) in runs.items() if m.cfg.norm_kind == "layernorm"]
+    share = float(np.median(gens.mean_share(runs[ln[0]][1])))
+    i = 0 if share < 0.05 else 1 if share < 0.3 else 2
+    every = ", ".join(f"{_name(s)} {np.median(gens.mean_share(t)):.1%}" for s, (_, t) in runs.items())
+    return i, (
+        f"In {_name(ln[0])}, the pre-norm LayerNorm model that RMSNorm replaced, the mean is typically "
+        f"**{share:.1%}** of a vector's size (median over its norms; every model: {every}). Subtracting it "
+        "changes little, so RMSNorm skips it, and the shift (bias) with it: half the norm's parameters."
+    )
+
+
+def _answer_ffn(runs: gens.Runs) -> tuple[int, str]:
+    specs = list(runs)
+    signs = [gens.neuron_signs(t) for _, t in runs.values()]
+    i = int(np.argmin([s.min_over_max for s in signs]))
+    rows = "; ".join(
+        f"{_name(s)}: {g.zero:.0%} exactly 0, "
+        + ("never below 0" if g.min_over_max >= 0 else f"the most negative {-g.min_over_max:.2f} × the largest")
+        for s, g in zip(specs, signs, strict=True)
+    )
+    return i, (
+        f"{_name(specs[i])}: its gate's SiLU multiplies an ungated 'up' value that can have either sign, so "
+        f"a neuron can be as negative as positive. ReLU cuts every negative value to 0, GELU lets only small "
+        f"negatives through ({rows})."
+    )
+
+
+_KV_OPTIONS = ("the same size", "half the size", "a quarter of the size")
+
+
+def _answer_attention(runs: gens.Runs) -> tuple[int, str]:
+    sizes = {s: gens.kv_size(t) for s, (_, t) in runs.items()}
+    spec = min(sizes, key=lambda s: sizes[s].ratio)
+    kv = sizes[spec]
+    i = int(np.argmin([abs(kv.ratio - r) for r in (1.0, 0.5, 0.25)]))
+    cfg = runs[spec][0].cfg
+    return i, (
+        f"{_name(spec)}'s {cfg.n_head} query heads share {cfg.kv_heads} K/V heads, so it keeps "
+        f"{kv.per_token:,} numbers per token instead of {kv.per_token_full:,}: **{kv.ratio:.0%}**, "
+        f"{kv.per_token * kv.context:,} for its full context of {kv.context} tokens."
+    )
+
+
+_PARAM_OPTIONS = ("token embeddings", "attention", "feed-forward", "output layer")
+
+
+def _groups(parts: Mapping[str, int]) -> dict[str, int]:
+    """The parts of ``analysis.generations.parameter_parts`` in the four groups the question offers."""
+    attn = sum(v for k, v in parts.items() if k.startswith("attention"))
+    return {
+        "token embeddings": parts["token embeddings"],
+        "attention": attn,
+        "feed-forward": parts["feed-forward"],
+        "output layer": parts["output layer"],
+    }
+
+
+def _answer_params(runs: gens.Runs) -> tuple[int, str]:
+    spec = list(runs)[-1]
+    model = runs[spec][0]
+    groups = _groups(gens.parameter_parts(model))
+    top = max(groups, key=groups.__getitem__)
+    total = model.num_params()
+    shares = ", ".join(f"{k} {v / total:.0%}" for k, v in groups.items())
+    return _PARAM_OPTIONS.index(top), (
+        f"{_name(spec)} keeps **{groups[top] / total:.0%}** of its {total:,} parameters in the {top} ({shares}; "
+        "the rest: norms). A SwiGLU feed-forward has three matrices instead of two, and grouped-query "
+        "attention makes the keys and values half the size of the queries."
+    )
+
+
+THREE_GENERATIONS = Lesson(
+    key="three-generations",
+    title="Three generations of GPT",
+    summary="The same prompt through the seed (2017's design), a GPT-2-style model (2019) and a Llama-style "
+    "model (today's). One step per design change, each measured on the three models' own weights and traces.",
+    prompt="ROMEO:\nBut, soft! what light through yonder window breaks?",
+    models=("bundled:seed", "bundled:gpt2-style", "bundled:llama-style"),
+    steps=(
+        Step(
+            "gen_positions",
+            "Step 1 · Where the position goes in",
+            "The **seed** adds a fixed sine-wave vector to every token's vector, **gpt2-style** adds a learned "
+            "one. **llama-style** adds nothing: inside every attention layer it *rotates* each query and key by "
+            "an angle that grows with the position, so attention scores depend on how far apart two tokens "
+            "are. The chart: how long the added position vector is, relative to the token's own vector.",
+            quiz="choice",
+            question=Question(
+                "in which model is the vector entering layer 0 exactly the token's embedding, with nothing added?",
+                _answer_positions,
+            ),
+        ),
+        Step(
+            "gen_norm_place",
+            "Step 2 · Where the norm sits: after or before",
+            "The **seed** is *post-norm*: it adds a sub-layer's output to the stream, then normalises the "
+            "stream itself. **gpt2-style** and **llama-style** are *pre-norm*: each sub-layer reads a "
+            "normalised copy, and its output is added to a stream no norm touches (one final norm before the "
+            "output). That untouched 'highway' is what lets deep models train. The chart checks it: after each "
+            "layer, how far the stream is from 'what entered + everything the sub-layers wrote'.",
+            quiz="choice",
+            question=Question(
+                "in which model is the residual stream rewritten by its norms, so that it is no longer "
+                "'input + everything the sub-layers wrote'?",
+                _answer_norm_place,
+            ),
+        ),
+        Step(
+            "gen_norm_kind",
+            "Step 3 · LayerNorm or RMSNorm",
+            "**LayerNorm** (seed, gpt2-style) subtracts each vector's mean, divides by its spread, then scales "
+            "and shifts: a weight and a bias for each of the vector's numbers. **RMSNorm** (llama-style) only divides "
+            "by the root mean square and scales: no mean, no shift. The chart shows, at every norm, how big "
+            "the mean LayerNorm would remove is, compared with the vector's size.",
+            quiz="choice",
+            question=Question(
+                "in a pre-norm model, how big is the mean that LayerNorm subtracts, compared with the vector's size?",
+                _answer_norm_kind,
+                _SHARE_OPTIONS,
+            ),
+        ),
+        Step(
+            "gen_ffn",
+            "Step 4 · ReLU, GELU, SwiGLU",
+            "The feed-forward network lifts each token's vector to more numbers (hidden values), bends them, "
+            "and brings them back. The **seed** bends with **ReLU** (negatives become 0), **gpt2-style** with "
+            "**GELU** (a smooth ReLU), **llama-style** with **SwiGLU**: a second matrix makes a *gate*, "
+            "SiLU(gate) × up. The chart sorts every hidden value of the prompt into exactly 0, below 0 and above 0.",
+            quiz="choice",
+            question=Question("in which model can a hidden value go about as far below zero as above?", _answer_ffn),
+        ),
+        Step(
+            "gen_attention",
+            "Step 5 · Full or grouped-query attention",
+            "To write text, a model keeps every earlier token's keys and values (the **K/V cache**) instead of "
+            "recomputing them. With full attention (seed, gpt2-style) each query head has its own K/V head; "
+            "**llama-style** has {n_head_2} query heads that share {kv_heads_2} K/V heads (**grouped-query "
+            "attention**). The chart: how many numbers each model's cache holds for a full context.",
+            quiz="choice",
+            question=Question(
+                "llama-style's 4 query heads share 2 K/V heads. Compared with one K/V head per query head, "
+                "its K/V cache is…",
+                _answer_attention,
+                _KV_OPTIONS,
+            ),
+        ),
+        Step(
+            "gen_params",
+            "Step 6 · What each choice costs in parameters",
+            "The seed has **{params_0:,}** parameters, gpt2-style **{params_1:,}**, llama-style **{params_2:,}**. "
+            "Sinusoidal and rotary positions cost nothing; learned ones cost a vector per position "
+            "({pos_params_1:,}). The seed's separate output layer costs {out_params_0:,}, a tied one nothing. "
+            "RMSNorm has half LayerNorm's norm parameters, SwiGLU three matrices instead of two, grouped-query "
+            "attention half the key/value weights.",
+            quiz="choice",
+            question=Question("where does llama-style keep most of its parameters?", _answer_params, _PARAM_OPTIONS),
+        ),
+    ),
+)
+
+LESSONS: dict[str, Lesson] = {lesson.key: lesson for lesson in (HELLO, PREVIOUS_TOKEN, TEMPERATURE, THREE_GENERATIONS)}
 
 
 # --- facts a step's text can quote --------------------------------------------------------------
@@ -468,3 +701,68 @@ def step_view(
         f"At temperature {temperature} the top token gets {shaped.probs[top[0]]:.1%} (the model: {probs[top[0]]:.1%})."
     )
     return StepView(fig, caption=caption)
+
+
+# --- lessons that compare models ------------------------------------------------------------------
+
+
+def compare_facts(runs: gens.Runs) -> dict[str, Any]:
+    """Numbers a comparing step's text may quote, ``_i`` for the lesson's ``i``-th model."""
+    out: dict[str, Any] = {}
+    for i, (model, _) in enumerate(runs.values()):
+        cfg, parts = model.cfg, gens.parameter_parts(model)
+        out.update({
+            f"params_{i}": model.num_params(),
+            f"pos_params_{i}": parts["position embeddings"],
+            f"out_params_{i}": parts["output layer"],
+            f"n_head_{i}": cfg.n_head,
+            f"kv_heads_{i}": cfg.kv_heads,
+        })  # fmt: skip
+    first = next(iter(runs.values()))[0].cfg
+    out["d_model"] = first.d_model
+    return out
+
+
+def question_options(step: Step, runs: gens.Runs) -> list[str]:
+    """The answers a ``choice`` question offers (the lesson's models when it names none)."""
+    assert step.question is not None
+    return list(step.question.options or runs)
+
+
+def check_choice(step: Step, runs: gens.Runs, guess: int) -> Verdict:
+    """The verdict on option ``guess`` of ``step``'s question, from the runs' weights and traces."""
+    assert step.question is not None
+    right, explanation = step.question.answer(runs)
+    options = question_options(step, runs)
+    if guess != right and 0 <= guess < len(options):
+        explanation = f"You picked {options[guess].removeprefix('bundled:')}. " + explanation
+    return Verdict(guess == right, options[right], explanation)
+
+
+def compare_teaser(runs: gens.Runs, projector: bool = False) -> StepView:
+    """Before a comparing question's reveal: the three designs, not the measurement."""
+    table = gens.design_table(runs)
+    return StepView(figures.design_table(table, projector=projector), table)
+
+
+def compare_view(step: Step, runs: gens.Runs, projector: bool = False) -> StepView:
+    """The chart of a comparing step, from every model's own trace (or weights, for parameters)."""
+    P, traces = projector, {s: t for s, (_, t) in runs.items()}
+    if step.stage == "gen_positions":
+        return StepView(figures.position_shares({s: gens.position_share(t) for s, t in traces.items()}, projector=P))
+    if step.stage == "gen_norm_place":
+        return StepView(figures.highway_gaps({s: gens.highway_gap(t) for s, t in traces.items()}, projector=P))
+    if step.stage == "gen_norm_kind":
+        return StepView(figures.mean_shares({s: gens.mean_share(t) for s, t in traces.items()}, projector=P))
+    if step.stage == "gen_ffn":
+        return StepView(figures.neuron_sign_bars({s: gens.neuron_signs(t) for s, t in traces.items()}, projector=P))
+    if step.stage == "gen_attention":
+        sizes = {s: gens.kv_size(t) for s, t in traces.items()}
+        caption = " · ".join(
+            f"{s.removeprefix('bundled:')}: {k.per_token:,} numbers per token" for s, k in sizes.items()
+        )
+        return StepView(figures.kv_cache_bars(sizes, projector=P), caption=caption)
+    if step.stage == "gen_params":
+        table = gens.parameter_table(runs)
+        return StepView(figures.parameter_bars(table, projector=P), table)
+    raise ValueError(f"{step.stage!r} is not a comparing stage")

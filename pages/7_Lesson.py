@@ -4,6 +4,7 @@ import streamlit as st
 
 from gptviz import lesson as L
 from gptviz import ui
+from gptviz.checkpoints import CheckpointError
 
 
 def use_settings(settings: dict, only_missing_from_url: bool = False) -> None:
@@ -41,8 +42,8 @@ if not st.session_state.get("lesson_opened"):  # a shared link: its lesson's pro
 
 ctx = ui.page(
     "Lesson",
-    "A guided tour for the classroom: the five stages in order, one short step at a time, each with "
-    "the chart for the current prompt. Guess before each reveal. Every step has its own link.",
+    "A guided tour for the classroom: the stages in order (or, in one lesson, three generations of "
+    "design), one short step at a time, each with its chart for the current prompt. Guess before each reveal. Every step has its own link.",
 )
 t, cfg, P = ctx.trace, ctx.cfg, ctx.projector
 key = ui.select("Lesson", list(L.LESSONS), "lesson", format_func=lambda k: L.LESSONS[k].title, on_change=choose)
@@ -67,42 +68,64 @@ def kept_int(name: str, default: int, hi: int) -> int:
     return min(max(value, 0), hi)
 
 
-if lesson.head == "previous-token":
-    layer, head, _ = L.best_previous_token_head(t)
-    ui.keep("attn_layer", layer)
-    ui.keep("attn_head", head)
-else:
-    layer = kept_int("attn_layer", lesson.selection.get("attn_layer", 0), cfg.n_layer - 1)
-    head = kept_int("attn_head", lesson.selection.get("attn_head", 0), cfg.n_head - 1)
-
 stage_name = L.STAGES[step.stage][0].split(" · ", 1)[-1]  # "1 · Tokenization" -> "Tokenization"
-st.progress((i + 1) / len(lesson.steps), text=f"Step {i + 1} of {len(lesson.steps)} · {stage_name}")
-temp = 1.0
-if step.stage == "temperature":
-    default = float(step.settings.get("out_temperature", 1.0))
-    temp = ui.select_slider("Temperature", L.TEMPERATURES, "out_temperature", default)
-title, text = L.step_text(step, L.facts(t, layer, head, ctx.tokenizer.token_str, temperature=temp))
-st.subheader(title)
-st.markdown(text)
-
-verdict = None
-if step.quiz == "tokens":
-    verdict = ui.quiz_tokens(ctx, f"lesson_{key}_{i}")
-elif step.quiz == "attention":
-    verdict = ui.quiz_attention(ctx, layer, head, f"lesson_{key}_{i}")
-elif step.quiz == "next":
-    verdict = ui.quiz_next(ctx, f"lesson_{key}_{i}")
-
-if step.quiz is not None and verdict is None:  # a chart that does not give the answer away
-    ui.chart(ui.figure(L.teaser, step, t, P, key="lesson_before"), "lesson_before")  # shared by the room
+where = "" if lesson.models else f" · {stage_name}"  # a comparing step's stage page is only where to explore
+st.progress((i + 1) / len(lesson.steps), text=f"Step {i + 1} of {len(lesson.steps)}{where}")
+if lesson.models:  # a lesson comparing models: each runs the prompt, whatever the sidebar's model
+    try:
+        runs = {spec: (ui.load_model(spec), ui.get_trace(spec, t.text)) for spec in lesson.models}
+    except (CheckpointError, OSError, ValueError) as exc:
+        st.warning(f"This lesson needs the models {', '.join(lesson.models)}: {exc}")
+        st.stop()
+    title, text = L.step_text(step, L.compare_facts(runs))
+    st.subheader(title)
+    st.markdown(text)
+    verdict = ui.quiz_choice(step, runs, f"lesson_{key}_{i}") if step.quiz == "choice" else None
+    if step.quiz is not None and verdict is None:  # the designs, not the measurement that answers
+        view = L.compare_teaser(runs, P)
+        ui.chart(view.figure, "lesson_before", table=view.table)
+    else:
+        view = L.compare_view(step, runs, P)
+        ui.chart(view.figure, "lesson_chart", table=view.table, caption=view.caption)
 else:
-    view = L.step_view(step, t, ctx.model, ctx.tokenizer.token_str, layer, head, temp, P)
-    ui.chart(view.figure, "lesson_chart", table=view.table, caption=view.caption)
-    if view.extra is not None:
-        ui.table(view.extra, "lesson_table")
+    if lesson.head == "previous-token":
+        layer, head, _ = L.best_previous_token_head(t)
+        ui.keep("attn_layer", layer)
+        ui.keep("attn_head", head)
+    else:
+        layer = kept_int("attn_layer", lesson.selection.get("attn_layer", 0), cfg.n_layer - 1)
+        head = kept_int("attn_head", lesson.selection.get("attn_head", 0), cfg.n_head - 1)
+
+    temp = 1.0
+    if step.stage == "temperature":
+        default = float(step.settings.get("out_temperature", 1.0))
+        temp = ui.select_slider("Temperature", L.TEMPERATURES, "out_temperature", default)
+    title, text = L.step_text(step, L.facts(t, layer, head, ctx.tokenizer.token_str, temperature=temp))
+    st.subheader(title)
+    st.markdown(text)
+
+    verdict = None
+    if step.quiz == "tokens":
+        verdict = ui.quiz_tokens(ctx, f"lesson_{key}_{i}")
+    elif step.quiz == "attention":
+        verdict = ui.quiz_attention(ctx, layer, head, f"lesson_{key}_{i}")
+    elif step.quiz == "next":
+        verdict = ui.quiz_next(ctx, f"lesson_{key}_{i}")
+
+    if step.quiz is not None and verdict is None:  # a chart that does not give the answer away
+        ui.chart(ui.figure(L.teaser, step, t, P, key="lesson_before"), "lesson_before")  # shared by the room
+    else:
+        view = L.step_view(step, t, ctx.model, ctx.tokenizer.token_str, layer, head, temp, P)
+        ui.chart(view.figure, "lesson_chart", table=view.table, caption=view.caption)
+        if view.extra is not None:
+            ui.table(view.extra, "lesson_table")
 
 label, page = L.STAGES[step.stage]
-st.page_link(page, label=f"Explore {label} on its own page", icon=":material/arrow_outward:")
+if lesson.models and page == "pages/8_Side_by_side.py":  # open it on the lesson's models
+    chosen = dict(zip(("sbs_left", "sbs_right", "sbs_third"), lesson.models, strict=False))
+    st.page_link(page, label="See the models side by side", icon=":material/compare:", query_params=chosen)
+else:
+    st.page_link(page, label=f"Explore {label} on its own page", icon=":material/arrow_outward:")
 c = st.columns([1, 1, 4])
 c[0].button("Back", key="lesson_back", on_click=go, args=(key, i - 1), disabled=i == 0, icon=":material/arrow_back:")
 last = i == len(lesson.steps) - 1

@@ -1,29 +1,36 @@
-"""Classroom: the same prompt through two models, next to each other."""
+"""Classroom: the same prompt through two or three models, next to each other."""
 
 import streamlit as st
 
 from gptviz import figures, ui
+from gptviz.analysis.timeline import models_with_snapshots
 from gptviz.checkpoints import CheckpointError, bundled_snapshots
 from gptviz.figures import attention as fa
 from gptviz.tokenizer import get_tokenizer
 
+NONE = "(none)"
+
 ctx = ui.page(
     "Side by side",
-    "The same prompt through two models. Do they cut it into the same tokens? Does the same head "
-    "look at the same places? Do they agree on the next token? Compare the small seed-style model "
-    "with the GPT-2-style one, a model with itself during training (`@step`), or GPT-2 if it is cached.",
+    "The same prompt through two or three models. Do they cut it into the same tokens? Does the same "
+    "head look at the same places? Do they agree on the next token? Compare three generations of design "
+    "(the seed: 2017, gpt2-style: 2019, llama-style: today), a model with itself during training "
+    "(`@step`), or GPT-2 if it is cached.",
 )
 P, text = ctx.projector, ctx.trace.text
-snapshots = [f"bundled:gpt2-style@{s}" for s in bundled_snapshots("gpt2-style")]
+snapshots = [f"bundled:{n}@{s}" for n in models_with_snapshots() for s in bundled_snapshots(n)]
 options = [o for o in ui.model_options() if o != ui.OTHER] + snapshots
-options += [s for s in (ctx.spec, ui.from_url("sbs_left"), ui.from_url("sbs_right")) if s and s not in options]
-c = st.columns(2)
+asked = (ctx.spec, ui.from_url("sbs_left"), ui.from_url("sbs_right"), ui.from_url("sbs_third"))
+options += [s for s in asked if s and s != NONE and s not in options]
+c = st.columns(3)
 specs = [
     ui.select("Left model", options, "sbs_left", "bundled:seed", where=c[0]),
     ui.select("Right model", options, "sbs_right", "bundled:gpt2-style", where=c[1]),
+    ui.select("Third model (optional)", [NONE, *options], "sbs_third", NONE, where=c[2]),
 ]
+specs = [s for s in specs if s != NONE]
 runs = []
-for col, spec in zip(c, specs, strict=True):
+for col, spec in zip(c, specs, strict=False):
     try:
         model = ui.load_model(spec)
         runs.append((spec, model, ui.get_trace(spec, text)))
@@ -40,8 +47,8 @@ head = ui.slider("Head", 0, max(m.n_head for m in most) - 1, "sbs_head", 0, wher
 
 
 def each(draw) -> None:
-    """Call ``draw(i, spec, model, trace)`` in the left and right column."""
-    cols = st.columns(2)
+    """Call ``draw(i, spec, model, trace)`` in each model's column (two or three)."""
+    cols = st.columns(len(runs))
     for i, (col, r) in enumerate(zip(cols, runs, strict=True)):
         if r is not None:
             with col:
@@ -55,8 +62,12 @@ def tokens(i, spec, model, t) -> None:
     cfg = model.cfg
     st.markdown(f"**{spec}**: {model.num_params():,} parameters, {cfg.n_layer} layers × {cfg.n_head} heads")
     st.caption(ui.architecture(cfg))
-    title = f"{cfg.tokenizer}: {t.n_input_tokens} tokens"
-    fig = figures.trace_chips(t, title=title, row_width=30, projector=P)
+    if len(runs) < 3:
+        title, row = f"{cfg.tokenizer}: {t.n_input_tokens} tokens", 30
+    else:  # a narrow column: the tokenizer's name above the chart, not in a title it would cut
+        title, row = f"{t.n_input_tokens} tokens", 20
+        st.caption(f"Tokenizer: {cfg.tokenizer}")
+    fig = figures.trace_chips(t, title=title, row_width=row, projector=P)
     ui.chart(fig, f"sbs_tokens_{i}", table=figures.token_table(t.tokens, t.ids.tolist(), t.token_bytes))
 
 

@@ -26,6 +26,15 @@ from gptviz.figures.embeddings import (
     positional_heatmap,
     vector_norms,
 )
+from gptviz.figures.generations import (
+    design_table,
+    highway_gaps,
+    kv_cache_bars,
+    mean_shares,
+    neuron_sign_bars,
+    parameter_bars,
+    position_shares,
+)
 from gptviz.figures.output import (
     generation_timeline,
     next_token_chart,
@@ -89,6 +98,13 @@ __all__ = [
     "rotary_pair_arrows",
     "rotary_wavelengths",
     "bpe_merges",
+    "design_table",
+    "highway_gaps",
+    "kv_cache_bars",
+    "mean_shares",
+    "neuron_sign_bars",
+    "parameter_bars",
+    "position_shares",
     "embedding_heatmap",
     "embedding_plus_position",
     "embedding_scatter",

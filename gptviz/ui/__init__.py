@@ -14,7 +14,7 @@ behind it each job has its module:
 from gptviz.ui.ablation import ablated_trace, ablation, ablation_picker, ablation_result, set_ablation
 from gptviz.ui.caching import TRACE_CACHE_BYTES, Context, _figure_cache, _trace_cache, figure, get_trace, load_model
 from gptviz.ui.layout import architecture, chart, page, seed_note, table
-from gptviz.ui.quiz import quiz, quiz_attention, quiz_next, quiz_section, quiz_tokens
+from gptviz.ui.quiz import quiz, quiz_attention, quiz_choice, quiz_next, quiz_section, quiz_tokens
 from gptviz.ui.sidebar import (
     DEFAULT_MODEL,
     DEFAULT_PROMPT,
@@ -50,7 +50,7 @@ __all__ = [
     "Context", "_figure_cache", "_trace_cache", "ablated_trace", "architecture", "ablation", "ablation_picker", "ablation_result",
     "chart", "figure", "forget_widget", "from_url", "get_trace", "keep", "kept", "kept_or_url", "load_model", "md_text",
     "model_options",
-    "multiselect", "nav", "number", "page", "quiz", "quiz_attention", "quiz_next", "quiz_section", "quiz_tokens",
+    "multiselect", "nav", "number", "page", "quiz", "quiz_attention", "quiz_choice", "quiz_next", "quiz_section", "quiz_tokens",
     "select", "select_slider", "set_ablation", "set_choice", "seed_note", "share_link", "sidebar", "slider", "table", "toggle",
     "view_params", "widget_value",
 ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import streamlit as st
@@ -85,6 +85,27 @@ def quiz_next(ctx: Context, key: str = "next") -> lessons.Verdict | None:
             horizontal=True,
         ),
         lambda g: lessons.check_next_token(t, -1 if g is None else int(g), name_of),
+    )
+
+
+def quiz_choice(step: lessons.Step, runs: Mapping[str, tuple[Any, Any]], key: str) -> lessons.Verdict | None:
+    """A lesson's multiple-choice question about several models (``Step.question``)."""
+    assert step.question is not None
+    options = lessons.question_options(step, runs)
+    text = next(iter(runs.values()))[1].text
+    return quiz(
+        step.question.text,
+        key,
+        (tuple(runs), text),
+        lambda: st.radio(
+            "Your guess",
+            list(range(len(options))),
+            index=None,
+            format_func=lambda i: options[i].removeprefix("bundled:"),
+            key=f"guess_{key}",
+            horizontal=len(options) <= 3,
+        ),
+        lambda g: lessons.check_choice(step, runs, -1 if g is None else int(g)),
     )
 
 
