@@ -98,6 +98,11 @@ class TokenizerBase(ABC):
         """The instruct model's chat template (Jinja), or None."""
         return None
 
+    def wrap_chat(self, prompt: str) -> str:
+        """``prompt`` as one user message in the chat template, ending where the assistant's
+        answer begins; ``NoChatTemplate`` where there is none (see ``HFTokenizer.wrap_chat``)."""
+        return render_chat_template(self.chat_template, [{"role": "user", "content": prompt}], name=self.name)
+
     @abstractmethod
     def encode(self, text: str, allow_special: bool = False) -> list[int]: ...
 
@@ -275,7 +280,12 @@ def _token_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class NoChatTemplate(ValueError):
+class ChatTemplateError(ValueError):
+    """The chat template cannot be rendered for these messages (a Jinja error, or the template's
+    own ``raise_exception``): the message says which model and why, in words a page can show."""
+
+
+class NoChatTemplate(ChatTemplateError):
     """The tokenizer has no chat template (a base model, not an instruct one)."""
 
 
@@ -619,9 +629,13 @@ def render_chat_template(
     )
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template).render(
-        messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
-    )
+    try:
+        return env.from_string(template).render(
+            messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
+        )
+    except (jinja2.exceptions.TemplateError, TypeError, ValueError, LookupError, AttributeError) as exc:
+        # a hostile or broken tokenizer_config.json must give one message, not a crashed page
+        raise ChatTemplateError(f"{name}'s chat template failed to render: {exc}") from exc
 
 
 @functools.cache

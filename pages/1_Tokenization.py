@@ -5,7 +5,7 @@ import streamlit as st
 from gptviz import figures, ui
 from gptviz.analysis import tokenize_view
 from gptviz.checkpoints import bundled_tokenizer_name
-from gptviz.tokenizer import get_tokenizer
+from gptviz.tokenizer import ChatTemplateError, get_tokenizer
 
 ctx = ui.page(
     "1 · Tokenization",
@@ -30,6 +30,41 @@ ui.chart(
     caption="␣ is a space, ↵ a newline. A chip like \\xf0\\x9f is part of a character: BPE works on bytes.",
     lazy=False,  # the page's token table: always sent, so it is there without a click
 )
+
+template = ctx.tokenizer.chat_template
+if template:
+    st.subheader("The chat template")
+    st.markdown(
+        "This is an **instruct** model: after pre-training on plain text it was fine-tuned on conversations "
+        "written in the **chat template** below, where special tokens mark who speaks and where a message ends. "
+        "Given a bare prompt it continues the text; given the prompt as a user message, it answers it."
+    )
+    with st.expander("The template (Jinja source, from tokenizer_config.json)", icon=":material/code:"):
+        st.code(template, language="jinja2", wrap_lines=True)
+    try:
+        wrapped = ctx.tokenizer.wrap_chat(t.text)
+    except ChatTemplateError as exc:
+        st.warning(f"The chat template does not render a single user message: {ui.md_text(exc)}")
+    else:
+        st.markdown(
+            "Your prompt as one user message, ending where the assistant's answer begins (the *generation prompt*):"
+        )
+        st.code(wrapped, language=None, wrap_lines=True)
+        st.button(
+            "Wrap my prompt in the chat template",
+            key="tok_chat_wrap",
+            on_click=ui.use_chat_template,
+            args=(wrapped,),
+            icon=":material/forum:",
+            disabled=ctx.special and wrapped == t.text,
+            help="Makes this text the prompt and reads its special tokens as control tokens (the sidebar's "
+            '"Parse special tokens" switch): a typed special token is otherwise plain text.',
+        )
+    if ctx.special:
+        st.caption(
+            "Special tokens are parsed: each one written in the prompt is a single control token above. "
+            'Switch off "Parse special tokens in the prompt" in the sidebar to read them as plain text.'
+        )
 
 st.subheader("Two tokenizers, same text")
 st.markdown(

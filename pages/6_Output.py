@@ -69,7 +69,7 @@ st.markdown(
     "with the settings above, and draws one token, which is appended and fed back in. The **seed** fixes "
     "the dice: the same seed and settings always give the same text."
 )
-owner = (ctx.spec, t.text)
+owner = (ctx.spec, t.text, ctx.special)
 if st.session_state.get("out_owner") not in (None, owner):
     ui.keep("out_generated", [])  # the prompt or the model changed: start over
 st.session_state["out_owner"] = owner
@@ -78,7 +78,7 @@ CAP = serving.MAX_GENERATED_TOKENS
 if len(url_ids) > CAP and ui.kept("out_generated", None) is None:
     st.warning(f"The link's continuation was cut to its first {CAP} tokens (the most one continuation may have).")
 generated = [int(i) for i in ui.kept("out_generated", url_ids) if 0 <= int(i) < V][:CAP]  # a link restores it
-prompt_ids = tok.encode(t.text)
+prompt_ids = tok.encode(t.text, allow_special=ctx.special)  # the ids the trace read
 c = st.columns([2, 2, 1, 1, 2], vertical_alignment="bottom")  # buttons level with the Seed box
 greedy = ui.toggle("Greedy (always the top token)", "out_greedy", where=c[0])
 seed = ui.number("Seed", 0, 999_999, "out_seed", 0, where=c[1])

@@ -26,6 +26,7 @@ from gptviz.ui.sidebar import (
     nav,
     share_link,
     sidebar,
+    use_chat_template,
 )
 from gptviz.ui.state import (
     forget_widget,
@@ -52,5 +53,5 @@ __all__ = [
     "model_options",
     "multiselect", "nav", "number", "page", "quiz", "quiz_attention", "quiz_choice", "quiz_next", "quiz_section", "quiz_tokens",
     "select", "select_slider", "set_ablation", "set_choice", "seed_note", "share_link", "sidebar", "slider", "table", "toggle",
-    "view_params", "widget_value",
+    "use_chat_template", "view_params", "widget_value",
 ]  # fmt: skip

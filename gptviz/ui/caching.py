@@ -18,8 +18,9 @@ from gptviz import serving
 from gptviz.cache import ByteLRU, model_nbytes, release_memory
 from gptviz.figcache import TRACE_KEYS, FigureCache
 from gptviz.model import GPT
-from gptviz.tokenizer import Tokenizer
+from gptviz.tokenizer import Tokenizer, get_tokenizer
 from gptviz.trace import Trace, trace_nbytes
+from gptviz.ui.state import special_tokens
 
 TRACE_CACHE_BYTES = int(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "1500")) * 2**20
 # Models by size, not count: a few links naming large cached models must not exhaust the server.
@@ -38,6 +39,7 @@ class Context:
     tokenizer: Tokenizer
     trace: Trace
     projector: bool
+    special: bool = False  # typed special tokens are parsed as control tokens (the chat-template opt-in)
 
     @property
     def cfg(self) -> gptviz.GPTConfig:
@@ -78,11 +80,31 @@ def _trace_cache() -> ByteLRU[Trace]:
     return ByteLRU(TRACE_CACHE_BYTES, trace_nbytes)
 
 
-def get_trace(spec: str, text: str, extra_key: Any = None, extra_hooks: list | None = None) -> Trace:
-    """The trace of ``text`` through model ``spec``, computed once and shared (bounded)."""
+def get_trace(
+    spec: str, text: str, extra_key: Any = None, extra_hooks: list | None = None, special: bool | None = None
+) -> Trace:
+    """The trace of ``text`` through model ``spec``, computed once and shared (bounded).
+
+    ``special``: whether special tokens written in the text (``<|im_start|>``, ``<s>``) are read
+    as the control tokens they name, as a chat template writes them, instead of as plain text
+    (the default, as a typed ``<|endoftext|>`` always was). ``None`` takes the session's setting
+    (``state.special_tokens``: the sidebar's toggle, ``special=1`` in a link), so every trace a
+    page asks for (ablations, side by side) reads the prompt as the sidebar's does. It is part of
+    the cache key: the same text gives two different traces. ``gptviz.run`` encodes plain text
+    itself, so the parsed ids are computed here and passed as ``token_ids`` with the text."""
     model = load_model(spec)
-    key = (spec, text, extra_key)
-    trace = _trace_cache().get_or_compute(key, lambda: gptviz.run(model, text, extra_hooks=extra_hooks))
+    special = special_tokens() if special is None else bool(special)
+    key = (spec, text, special, extra_key)
+
+    def compute() -> Trace:
+        if not special:
+            return gptviz.run(model, text, extra_hooks=extra_hooks)
+        ids = get_tokenizer(model.cfg.tokenizer).encode(text, allow_special=True)
+        if not ids:
+            raise gptviz.EmptyPromptError("the prompt is empty: type some text to run the model on")
+        return gptviz.run(model, text, extra_hooks=extra_hooks, token_ids=ids)
+
+    trace = _trace_cache().get_or_compute(key, compute)
     TRACE_KEYS.register(trace, key)  # how the figure cache knows which trace a figure was drawn from
     return trace
 

@@ -62,7 +62,7 @@ def _clicked() -> None:
 
 def _generated(ctx: Context) -> list[int]:
     """The ids generated so far for this prompt and model (restored from a link)."""
-    owner = (ctx.spec, ctx.trace.text)
+    owner = (ctx.spec, ctx.trace.text, ctx.special)
     if st.session_state.get("_ov_owner") not in (None, owner):
         keep(GENERATED, [])  # the prompt or the model changed: start over
         st.session_state.pop("_ov_run", None)

@@ -10,10 +10,10 @@ import streamlit as st
 import gptviz
 from gptviz import export, hub, serving, site
 from gptviz.checkpoints import BUNDLED, CheckpointError, cached_models
-from gptviz.tokenizer import get_tokenizer
+from gptviz.tokenizer import TokenizerBase, get_tokenizer
 from gptviz.trace import Trace
 from gptviz.ui.caching import Context, check_spec, get_trace, load_model, serving_mode
-from gptviz.ui.state import _from_url, keep, kept, kept_or_url, md_text, toggle, view_params
+from gptviz.ui.state import SPECIAL, _from_url, keep, kept, kept_or_url, md_text, set_choice, toggle, view_params
 
 DEFAULT_MODEL = f"bundled:{BUNDLED[0]}"
 OTHER = "Other: a folder or file…"
@@ -175,6 +175,14 @@ def sidebar() -> Context | None:
     sb.markdown("### gptviz")
     spec = _model_sidebar()
     text = _prompt_sidebar()
+    special = toggle(
+        "Parse special tokens in the prompt",
+        SPECIAL,
+        where=sb,
+        help="Off (the default): a special token typed in the prompt, such as <|im_start|> or <|endoftext|>, is "
+        "plain text, cut into ordinary tokens. On: it is read as the control token it names, as a chat template "
+        'writes it (the Tokenization page\'s "Wrap my prompt in the chat template" turns this on).',
+    )
     projector = toggle("Projector mode (large text)", "projector", where=sb)
     if projector:
         st.html(PROJECTOR_CSS)  # style only: Streamlit applies it without taking room on the page
@@ -186,13 +194,32 @@ def sidebar() -> Context | None:
         sb.caption(f"0 tokens / context {model.cfg.n_ctx}")
         return None
     sb.caption(f"**{trace.n_input_tokens}** tokens / context {model.cfg.n_ctx} · {model.num_params():,} parameters")
+    if special:
+        sb.caption(
+            f"Special tokens are parsed: **{_special_count(tok, trace)}** in the prompt are control tokens, not text."
+        )
     if trace.truncated:
         sb.warning(
             f"The prompt has {trace.n_input_tokens} tokens; the model reads at most {model.cfg.n_ctx}, "
             f"so the pages show the first {trace.n_tokens}."
         )
     _exports_sidebar(trace)
-    return Context(spec, model, tok, trace, projector)
+    return Context(spec, model, tok, trace, projector, special)
+
+
+def _special_count(tok: TokenizerBase, trace: Trace) -> int:
+    """How many of the trace's tokens are special tokens written in the text: ids that the same
+    text read as plain text never has (plain text cuts them into ordinary tokens; BOS, which the
+    post-processor adds either way, is in both and not counted)."""
+    plain = set(tok.encode(trace.text))
+    return sum(1 for i in trace.ids.tolist() if i not in plain)
+
+
+def use_chat_template(text: str) -> None:
+    """Button callback (runs before the sidebar): make ``text``, a prompt rendered in the model's
+    chat template, the prompt, and parse its special tokens as control tokens (``special=1``)."""
+    set_choice("prompt", text)
+    set_choice(SPECIAL, True)
 
 
 def _exports_sidebar(trace: Trace) -> None:

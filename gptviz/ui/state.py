@@ -202,6 +202,19 @@ def toggle(label: str, key: str, default: bool = False, where: Any = st, **kw: A
     return bool(_widget(where.toggle, key, value, label, **kw))
 
 
+SPECIAL = "special"  # URL key: 1 when typed special tokens are parsed (the chat-template opt-in)
+
+
+def special_tokens() -> bool:
+    """Whether this session reads special tokens written in the prompt (``<|im_start|>``) as the
+    control tokens they name: the sidebar toggle's kept value, else the opening link's
+    ``special=1``. Off by default: a prompt is text, not control codes."""
+    value = kept(SPECIAL, None)
+    if isinstance(value, bool):
+        return value
+    return _from_url(SPECIAL) in ("1", "true", "True")
+
+
 def from_url(key: str) -> str | None:
     """The raw value the session's opening URL gave for ``key`` (for state that is not a widget)."""
     return _from_url(key)
