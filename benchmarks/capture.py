@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, table
 
 import gptviz
+from gptviz.checkpoints import bundled_tokenizer_name
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -118,6 +119,8 @@ def bench_shape(name: str, kind: str, shape: dict, lengths: list[int], repeats: 
     write_folder(kind, shape, folder)
     ours = gptviz.load_model(folder)
     tok = gptviz.get_tokenizer(ours.cfg.tokenizer)
+    if tok.vocab_size > ours.cfg.vocab_size:  # a GPT-2 folder of the bundled shape: the bundled BPE
+        tok = gptviz.get_tokenizer(bundled_tokenizer_name())
     ref = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
     eager = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     probe = torch.randint(0, ours.cfg.vocab_size, (1, max(lengths)))
@@ -196,6 +199,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (a smoke test)")
     ap.add_argument("--families", action="store_true", help="add SmolLM2-135M and Qwen2.5-0.5B shapes")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--shapes", nargs="*", help="only these shape names (e.g. smollm2-135m qwen2.5-0.5b)")
     ap.add_argument(
         "--lengths", type=int, nargs="*", help="GPT-2-small lengths only (default 16 128 512 1024 + bundled)"
     )
@@ -204,6 +208,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gptviz-capture-"))
     try:
         for name, kind, shape, lengths, repeats in shapes(args):
+            if args.shapes and name not in args.shapes:
+                continue
             rows += bench_shape(name, kind, shape, lengths, repeats, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
