@@ -54,21 +54,28 @@ _DTYPES = {
 }
 
 
+def _read_header(f, path: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header (tensor name -> dtype, shape, offsets) and where its data
+    starts, read from the open file ``f`` without touching the data."""
+    n = int.from_bytes(f.read(8), "little")
+    size = path.stat().st_size
+    if not 2 <= n <= min(size - 8, 100_000_000):
+        raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+    header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header, 8 + n
+
+
 def read_safetensors(path: Path, state: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
     """Read a safetensors file tensor by tensor into ``state`` (floats as float32); returns its
     metadata. Plain reads, no memory map, each tensor converted as soon as it is read: loading
     holds the float32 weights plus one tensor, not the file's pages and a converted copy too."""
     state = {} if state is None else state
     with path.open("rb") as f:
-        n = int.from_bytes(f.read(8), "little")
+        header, base = _read_header(f, path)
         size = path.stat().st_size
-        if not 2 <= n <= min(size - 8, 100_000_000):
-            raise ValueError(f"header length {n} does not fit a file of {size} bytes")
-        header = json.loads(f.read(n))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
         meta = header.pop("__metadata__", None) or {}
-        base = 8 + n
         for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             start, end = (int(x) for x in info["data_offsets"])
             dtype, shape = _DTYPES.get(info["dtype"]), [int(d) for d in info["shape"]]
@@ -333,10 +340,7 @@ def _safetensors_numel(folder: Path) -> int:
     for f in folder.glob("*.safetensors"):
         try:
             with f.open("rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                if n > 100_000_000:
-                    raise CheckpointError(f"{f}: safetensors header of {n:,} bytes is not plausible")
-                header = json.loads(fh.read(n))
+                header, _ = _read_header(fh, f)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{f}: cannot read the safetensors header ({exc})") from exc
         for name, info in header.items():
