@@ -33,30 +33,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved, table
+from common import QWEN25_05B, SMOLLM2_135M, interleaved, table, write_folder
 
 import gptviz
 from gptviz.checkpoints import bundled_tokenizer_name
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-
-
-def write_folder(kind: str, shape: dict, folder: Path) -> None:
-    """A random checkpoint of ``kind`` (gpt2, llama, qwen2), float32, with a tokenizer.json for
-    the families that need their own."""
-    import transformers
-
-    torch.manual_seed(0)
-    if kind == "gpt2":
-        cfg = transformers.GPT2Config(**shape, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
-        transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
-        return
-    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[kind]
-    transformers.AutoModelForCausalLM.from_config(cls(**shape)).save_pretrained(folder)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from hf_families import tokenizer_json
-
-    (folder / "tokenizer.json").write_text(tokenizer_json())
 
 
 def text_of(tok, T: int) -> tuple[str, list[int]]:
@@ -165,31 +147,9 @@ def shapes(args) -> list[tuple[str, str, dict, list[int], int]]:
         )
         out.append(("bundled-shape", "gpt2", bundled, [16, 128], args.repeats * 4))
     if args.families:
-        smol = dict(
-            hidden_size=576,
-            intermediate_size=1536,
-            num_hidden_layers=30,
-            num_attention_heads=9,
-            num_key_value_heads=3,
-            vocab_size=49152,
-            tie_word_embeddings=True,
-            rope_theta=100000.0,
-            max_position_embeddings=8192,
-        )
-        qwen = dict(
-            hidden_size=896,
-            intermediate_size=4864,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            vocab_size=151936,
-            tie_word_embeddings=True,
-            rope_theta=1e6,
-            max_position_embeddings=32768,
-        )
         out += [
-            ("smollm2-135m", "llama", smol, [128, 1024], args.repeats),
-            ("qwen2.5-0.5b", "qwen2", qwen, [128, 1024], args.repeats),
+            ("smollm2-135m", "llama", SMOLLM2_135M, [128, 1024], args.repeats),
+            ("qwen2.5-0.5b", "qwen2", QWEN25_05B, [128, 1024], args.repeats),
         ]
     return out
 

@@ -1,7 +1,10 @@
 """Page latency and payload: each page's server-side rerun after a prompt change, and the bytes of
-figure JSON it sends, with the bundled model and at GPT-2-small shape (random weights, T≈128).
+figure JSON it sends, with the bundled model, at GPT-2-small shape and at SmolLM2-135M shape
+(random weights, T≈128). Local mode (the models are folders); a page that shows an error, or
+whose token count does not follow the new prompt, stops the run: a refused or unchanged page
+would time nothing.
 
-    python benchmarks/pages.py            # both models, 5 prompt changes per page
+    python benchmarks/pages.py            # all three models, 5 prompt changes per page
     python benchmarks/pages.py --quick    # bundled model only, 2 changes (CI smoke test)
     python benchmarks/pages.py --only home,0_Overview   # some pages only
 """
@@ -9,9 +12,12 @@ figure JSON it sends, with the bundled model and at GPT-2-small shape (random we
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import hf_checkpoint, table  # noqa: E402
+from common import SMOLLM2_135M, hf_checkpoint, table, write_folder  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 PAGES = [None, *sorted(p.name for p in (ROOT / "pages").glob("[0-9]*.py"))]  # None: the home page (app.py)
-BARS = {"bundled": 0.3, "gpt2-small": 1.5}
+BARS = {"bundled": 0.3, "gpt2-small": 1.5, "smollm2-135m": 2.0}  # issues 19 and 22
 JSON_BARS = {"home": 1e6, "0_Overview": 1e6}  # issue 19: the overview's figure JSON <= 1 MB; other pages 3 MB
 LINE = "But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun. "
 
@@ -44,18 +50,32 @@ def measure(page: str | None, spec: str, changes: int, tokens: int) -> dict:
     if page is not None:
         at.switch_page(f"pages/{page}")
     at.run()  # warm: model load, first trace, per-model caches
-    if at.exception:
-        raise RuntimeError(f"{page}: {at.exception[0].value}")
+    check(at, page, prompt(0, tokens, salt), spec)
     times = []
     for i in range(1, changes + 1):
-        at.sidebar.text_area[0].set_value(prompt(i, tokens, salt))
+        text = prompt(i, tokens, salt) + " more" * i  # a different token count each time
+        at.sidebar.text_area[0].set_value(text)
         t0 = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t0)
-        if at.exception:
-            raise RuntimeError(f"{page}: {at.exception[0].value}")
+        check(at, page, text, spec)
     payload = sum(len(el.proto.spec) for el in at.get("plotly_chart"))
     return {"rerun_s": statistics.median(times), "payload_bytes": payload, "charts": len(at.get("plotly_chart"))}
+
+
+def check(at: AppTest, page: str | None, text: str, spec: str) -> None:
+    """The rerun really ran the page on ``text``: no exception or error, and the sidebar's token
+    count is the new prompt's."""
+    import gptviz
+
+    if at.exception:
+        raise RuntimeError(f"{page}: {at.exception[0].value}")
+    if at.error:
+        raise RuntimeError(f"{page}: the page shows an error: {at.error[0].value}")
+    n = len(gptviz.get_tokenizer(gptviz.load_model(spec).cfg.tokenizer).encode(text))
+    counts = [int(m[1]) for c in at.sidebar.caption if (m := re.search(r"\*\*(\d+)\*\* tokens", c.value))]
+    if counts != [n]:
+        raise RuntimeError(f"{page}: the sidebar says {counts} tokens, the prompt has {n}")
 
 
 def main() -> None:
@@ -64,11 +84,15 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma list of pages to measure, e.g. home,0_Overview")
     ap.add_argument("--changes", type=int, default=5)
     args = ap.parse_args()
+    os.environ["GPTVIZ_MODE"] = "local"  # the random-weight models are folders, refused in served mode
     models = [("bundled", "bundled:gpt2-style")]
-    folder = None
+    folders = []
     if not args.quick:
-        folder, _ = hf_checkpoint()
-        models.append(("gpt2-small", str(folder)))
+        gpt2, _ = hf_checkpoint()
+        smol = Path(tempfile.mkdtemp(prefix="gptviz-bench-smol-"))
+        write_folder("llama", SMOLLM2_135M, smol)
+        folders += [gpt2, smol]
+        models += [("gpt2-small", str(gpt2)), ("smollm2-135m", str(smol))]
     rows = []
     try:
         for name, spec in models:
@@ -95,7 +119,7 @@ def main() -> None:
                 )
                 print(rows[-1], flush=True)
     finally:
-        if folder:
+        for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
     print()
     cols = ["model", "page", "rerun_s", "bar_s", "rerun/bar", "figure_json_MB", "json_bar_MB", "json/bar", "charts"]

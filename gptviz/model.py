@@ -6,9 +6,10 @@ One class serves three generations of design, chosen by the config's fields:
 - today, Llama / Mistral / Qwen / Pythia: rotary positions (q and k rotated inside attention,
   nothing added), RMSNorm, a gated (SwiGLU) feed-forward, grouped-query attention (fewer K/V
   heads than query heads), and per family: q/k/v biases, q/k norms, parallel blocks.
-Attention is written out (scores, causal mask, softmax, weighted sum) because the app must show
-each of those; a fused ``scaled_dot_product_attention`` path exists for training only and is
-tested equal. Generation passes a ``KVCache`` through ``forward`` as a value: the shared model
+Attention is written out (scores, causal mask, softmax, weighted sum) whenever a hook watches
+the scores or the pattern, because the app must show each of those; otherwise (training, a
+compact capture, generation) PyTorch's fused ``scaled_dot_product_attention`` computes the same
+thing, tested equal. Generation passes a ``KVCache`` through ``forward`` as a value: the shared model
 never holds per-call state.
 
 Shapes in comments: B batch, T new tokens, S all tokens (cache + new), D d_model, H query
@@ -225,7 +226,10 @@ class Attention(nn.Module):
             k, v = cache.extend(self.layer, k, v)  # [B, S, K, Dh]
         S = k.shape[1]
         qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|K, T|S, Dh]
-        if fused:
+        # Written out only where someone looks: a hook on the scores or the pattern (a full
+        # capture, an intervention). Otherwise PyTorch's fused kernel computes the same softmax
+        # without materializing [B, H, T, S] (a compact trace derives the pattern from q and k).
+        if fused or not (self.hook_attn_scores.hooked or self.hook_pattern.hooked):
             p = self.cfg.attn_p if self.training else 0.0
             mask = None if start == 0 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril_(start)
             z = F.scaled_dot_product_attention(

@@ -46,3 +46,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def written_out(model):
+    """A no-op hook on every attention pattern: the model then runs its attention written out
+    (scores, mask, softmax, weighted sum) instead of PyTorch's fused kernel, as a capture does."""
+    from gptviz.hooks import hooks
+
+    return hooks(model, [(lambda name: name.endswith("attn.hook_pattern"), lambda t, name: None)])

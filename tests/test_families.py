@@ -16,6 +16,8 @@ import pytest
 import torch
 
 import gptviz
+from gptviz.hooks import hook_name
+from tests.conftest import written_out
 from tests.hf_families import FAMILY_KINDS, TEXT, make_family_model
 
 transformers = pytest.importorskip("transformers")
@@ -87,7 +89,8 @@ def test_family_config_is_read(family):
 
 
 def test_compact_trace_equals_full(family):
-    """Every hook of the compact trace (float16 sets, recomputed scores) equals the full one."""
+    """Every hook of the compact trace (float16 sets, scores and patterns derived from q and k,
+    the forward's attention fused) equals the full one's (attention written out)."""
     _, folder, _ = family
     model = gptviz.load_model(folder)
     full = gptviz.run(model, TEXT, precision="full")
@@ -97,8 +100,21 @@ def test_compact_trace_equals_full(family):
         a, b = np.asarray(compact[name], dtype=np.float32), np.asarray(full[name], dtype=np.float32)
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, atol=2e-3 * scale, rtol=0, err_msg=name)
-    half = ["pattern", "pre", "post"] + (["pre_linear"] if model.cfg.ffn == "gated" else [])
+    half = ["pre", "post"] + (["pre_linear"] if model.cfg.ffn == "gated" else [])
     assert all(compact[kind, 0].dtype == np.float16 for kind in half)
+    for layer in range(model.cfg.n_layer):  # derived from q and k in float32, not stored
+        assert hook_name("pattern", layer) not in compact.store
+        np.testing.assert_allclose(compact["pattern", layer], full["pattern", layer], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(compact["scores", layer], full["scores", layer], atol=1e-4, rtol=1e-5)
+        z = np.einsum(
+            "hqk,khd->qhd",
+            compact["pattern", layer],
+            np.repeat(compact["v", layer], model.cfg.n_head // model.cfg.kv_heads, 1),
+        )
+        np.testing.assert_allclose(compact["z", layer], z, atol=1e-5)  # what the fused kernel summed
+        for h in range(model.cfg.n_head):
+            np.testing.assert_array_equal(compact.pattern(layer, h), compact["pattern", layer][h])
+        np.testing.assert_allclose(compact.pattern_row(layer, 3), full["pattern", layer][:, 3, :4], atol=1e-5)
 
 
 def test_kv_cache_equals_recomputing(family):
@@ -116,12 +132,16 @@ def test_kv_cache_equals_recomputing(family):
 
 
 def test_fused_path_equals_explicit(family):
-    """The training path (SDPA with grouped K/V heads, fused norms) computes the same logits."""
+    """The training path (SDPA with grouped K/V heads, fused norms) and the unhooked forward
+    (SDPA, written-out norms) compute the written-out attention's logits."""
     _, folder, _ = family
     model = gptviz.load_model(folder)
     ids = torch.tensor([gptviz.get_tokenizer(str(folder)).encode(TEXT)])
+    with torch.no_grad(), written_out(model):
+        explicit = model(ids).numpy()
     with torch.no_grad():
-        np.testing.assert_allclose(model(ids, fused=True).numpy(), model(ids).numpy(), atol=1e-4)
+        np.testing.assert_allclose(model(ids, fused=True).numpy(), explicit, atol=1e-4)
+        np.testing.assert_allclose(model(ids).numpy(), explicit, atol=1e-4)  # unhooked: fused attention
 
 
 def _config_folder(tmp_path, **fields):

@@ -11,7 +11,7 @@ import torch
 import gptviz
 from gptviz.analysis import generation as gen
 from gptviz.hooks import count_hooks
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, written_out
 
 PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?"
 
@@ -37,7 +37,7 @@ def test_cached_generation_equals_recomputing(bundled, name, temperature):
     assert cached == recomputed
     # the reference: the explicit (non-fused, no cache) forward pass on the whole sequence
     full = ids + cached
-    with torch.no_grad():
+    with torch.no_grad(), written_out(model):
         whole = model(torch.tensor([full]))[0, len(ids) - 1 : -1].numpy()
     np.testing.assert_allclose(np.stack(logits), whole, atol=1e-4)
     assert count_hooks(model) == 0

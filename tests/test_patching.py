@@ -82,7 +82,9 @@ def test_planted_head_alone_moves_the_answer_and_noising_mirrors_denoising(kind)
     want[0, 1] = 1.0
     np.testing.assert_allclose(den.values, want, atol=1e-5)
     np.testing.assert_allclose(noi.values, want, atol=1e-5)
-    np.testing.assert_allclose(noi.values, den.values, atol=1e-5)
+    # each is within 1e-5 of the answer; fused attention's float32 rounding differs with the batch
+    # size, so the two directions may sit on opposite sides of it
+    np.testing.assert_allclose(noi.values, den.values, atol=2e-5)
     assert abs(den.clean - den.corrupt) > 1e-3  # the planted head does move the answer
     # per position: only the planted head, and only where the prompts differ, can matter at layer 0
     hp = pt.patch(model, CLEAN, CORRUPT, "head_pos", metric=m)

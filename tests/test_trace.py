@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gptviz
-from gptviz.hooks import count_hooks
+from gptviz.hooks import count_hooks, hook_name
 
 
 def test_run_gives_ids_tokens_and_arrays(gpt2_tiny):
@@ -164,3 +164,43 @@ def test_hook_name_helper_and_tuple_keys(gpt2_tiny):
         assert hook_name(kind, 0) in names
     np.testing.assert_array_equal(t["pattern", 1], t["blocks.1.attn.hook_pattern"])
     np.testing.assert_array_equal(t["attn_scores", 0], t["blocks.0.attn.hook_attn_scores"])
+
+
+def test_an_intervention_on_a_pattern_is_kept_as_it_flowed(gpt2_tiny):
+    """A compact trace derives patterns from q and k, except in a layer whose pattern an extra hook
+    replaces: that layer keeps what flowed (uniform attention here) and later layers see it."""
+
+    def uniform(p: torch.Tensor, name: str) -> torch.Tensor:
+        causal = torch.ones(p.shape[-2:]).tril()
+        return (causal / causal.sum(-1, keepdim=True)).expand_as(p)
+
+    hook = [(hook_name("pattern", 0), uniform)]
+    base = gptviz.run(gpt2_tiny, "the cat sat on the mat and the dog")
+    hooked = gptviz.run(gpt2_tiny, "the cat sat on the mat and the dog", extra_hooks=hook)
+    full = gptviz.run(gpt2_tiny, "the cat sat on the mat and the dog", precision="full", extra_hooks=hook)
+    T = hooked.n_tokens
+    assert hook_name("pattern", 0) in hooked.store and hook_name("pattern", 1) not in hooked.store
+    np.testing.assert_allclose(
+        hooked["pattern", 0][1], np.tril(np.ones((T, T))) / np.arange(1, T + 1)[:, None], atol=1e-3
+    )
+    np.testing.assert_allclose(hooked.pattern_row(0, 2), full["pattern", 0][:, 2, :3], atol=1e-3)
+    np.testing.assert_allclose(hooked["pattern", 1], full["pattern", 1], atol=1e-5)  # derived, after the change
+    assert not np.allclose(hooked["attn_out", 0], base["attn_out", 0], atol=1e-4)  # the change flowed on
+    assert np.abs(hooked["pattern", 1] - base["pattern", 1]).max() > 0  # layer 1 read the changed stream
+    assert not np.array_equal(hooked.logits(), base.logits())
+
+
+def test_compact_logits_in_column_blocks_equal_the_full_logits(gpt2_tiny, monkeypatch):
+    """Compact logits are built a block of vocabulary columns at a time (uneven blocks here),
+    each row offset from its maximum within each block: read back, they are the model's logits."""
+    from gptviz import trace as trace_module
+
+    monkeypatch.setattr(trace_module, "LOGIT_COLUMNS", 7)
+    full = gptviz.run(gpt2_tiny, "the cat sat on the mat", precision="full")
+    compact = gptviz.run(gpt2_tiny, "the cat sat on the mat")
+    V = gpt2_tiny.cfg.vocab_size
+    assert compact.store["_logits_max"].shape == (compact.n_tokens, -(-V // 7))
+    assert np.abs(compact.store["_logits_offset"].astype(np.float32)).max() > 0
+    np.testing.assert_allclose(compact["hook_logits"], full["hook_logits"], atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(compact.logits(2), full["hook_logits"][2], atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(compact.probs(), full.probs(), atol=1e-5)

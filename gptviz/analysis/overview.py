@@ -100,7 +100,7 @@ def overview(
     heads = dict(heads or {})
     layers = []
     for layer in range(cfg.n_layer):
-        row = np.asarray(trace["pattern", layer][:, q, : q + 1], dtype=np.float32)  # [H, q+1]
+        row = trace.pattern_row(layer, q)  # [H, q+1]
         strength = head_strength(row)
         chosen = layer in heads and 0 <= heads[layer] < cfg.n_head
         head = int(heads[layer]) if chosen else int(np.argmax(strength))

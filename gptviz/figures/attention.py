@@ -435,7 +435,7 @@ def attention_from_token(trace: Trace, layer: int, query: int, *, projector: boo
     H = trace.config.n_head
     if not (0 <= layer < trace.config.n_layer and 0 <= query < trace.n_tokens):
         raise IndexError(f"layer {layer} / position {query} is outside this trace")
-    w = np.asarray(trace["pattern", layer][:, query, : query + 1], dtype=np.float32)  # [H, q+1]
+    w = trace.pattern_row(layer, query)  # [H, q+1]
     keys = list(range(query + 1))
     names = token_labels(trace.tokens[: query + 1])
     fig = go.Figure()
