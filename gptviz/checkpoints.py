@@ -408,10 +408,78 @@ def load_hf_folder(folder: str | Path) -> GPT:
     return model
 
 
+# --- where the model runs ---------------------------------------------------------------------
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
+    """``cpu`` (also ``None``), ``cuda``, ``cuda:N`` or ``auto`` (CUDA if this machine has it,
+    else the CPU) as a ``torch.device``. Checked before any weight is read, so asking for a GPU
+    this machine lacks fails at once with a ``CheckpointError`` that names the device."""
+    text = "cpu" if device is None else str(device).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"device {device!r} is not a device: use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise CheckpointError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or auto")
+    if not torch.cuda.is_available():
+        raise CheckpointError(
+            f"device {device!r} was asked for, but CUDA is not available here (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'none'}); use device 'cpu' or 'auto'"
+        )
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CheckpointError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """``None``/``"float32"`` (the default), ``"bfloat16"`` or ``"float16"`` (or the torch dtypes,
+    or ``bf16``/``fp16``/``half``) as a ``torch.dtype``; anything else is a ``CheckpointError``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+        raise CheckpointError(f"dtype {dtype} is not supported: use one of {list(DTYPES)}")
+    name = str(dtype).strip().lower().removeprefix("torch.")
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise CheckpointError(f"dtype {dtype!r} is not supported: use one of {list(DTYPES)}")
+    return DTYPES[name]
+
+
+def place(model: GPT, device: torch.device, dtype: torch.dtype) -> GPT:
+    """Move a model (weights read on the CPU as float32) to ``device`` and ``dtype`` once, and
+    recompute the buffers no checkpoint stores on it (the rotary frequencies stay float32). A
+    CPU float32 model is returned as it is. Each tensor is freed on the CPU as it moves, so a
+    GPU load holds at most the host weights, not two copies."""
+    if device.type == "cpu" and dtype == torch.float32 and model.device.type == "cpu" and model.dtype == dtype:
+        return model
+    model = model.to(device=device, dtype=dtype)
+    if model.cfg.tie_weights:
+        model.unembed.weight = model.embed.weight  # one tensor, as built
+    model.init_buffers()
+    return model
+
+
 # --- one entry point ----------------------------------------------------------------------
 
 
-def load_model(spec: str | Path = "bundled:gpt2-style") -> GPT:
+def load_model(
+    spec: str | Path = "bundled:gpt2-style",
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype | None = None,
+) -> GPT:
     """Load a model from a spec, offline.
 
     - ``bundled:gpt2-style`` / ``bundled:seed`` (``@STEP`` for a training snapshot);
@@ -421,7 +489,13 @@ def load_model(spec: str | Path = "bundled:gpt2-style") -> GPT:
       ``HuggingFaceTB/SmolLM2-135M``… (``HF_HUB_CACHE`` / ``HF_HOME`` respected). Nothing
       is ever downloaded here.
     The returned model is in eval mode and carries ``.name`` (the spec) and ``.card``.
+
+    ``device``: ``"cpu"`` (the default), ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when
+    available); ``dtype``: ``None``/``"float32"`` (the default), ``"bfloat16"`` or ``"float16"``.
+    Both are checked first (``resolve_device``, ``resolve_dtype``); the weights are read on the
+    CPU as float32 within the memory budget, as always, and moved once (``place``).
     """
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
     text = str(spec).strip()
     if not text:
         raise CheckpointError("empty model spec")
@@ -446,4 +520,4 @@ def load_model(spec: str | Path = "bundled:gpt2-style") -> GPT:
             )
         model.card = {}
     model.name = text if text.split("@")[0] not in BUNDLED else f"bundled:{text}"
-    return model
+    return place(model, dev, dt)

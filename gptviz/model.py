@@ -176,7 +176,7 @@ class Rotary(nn.Module):
     def forward(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of the angles at positions start .. start+T-1, each [T, R]."""
         pos = torch.arange(start, start + T, device=self.inv_freq.device, dtype=torch.float32)
-        angles = torch.outer(pos, self.inv_freq)  # [T, R/2]
+        angles = torch.outer(pos, self.inv_freq.float())  # [T, R/2], float32 whatever the weights
         angles = torch.cat((angles, angles), -1)  # pair i and i + R/2 share an angle
         return angles.cos(), angles.sin()
 
@@ -359,12 +359,25 @@ class GPT(nn.Module):
         self._init_weights()
         self.hook_points = name_hook_points(self)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (the embedding's device): inputs are created there."""
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating-point type (float32 unless loaded with another ``dtype``)."""
+        return self.embed.weight.dtype
+
     def init_buffers(self) -> None:
         """(Re)compute the buffers no checkpoint stores (sinusoidal table, rotary frequencies) on
-        the weights' device: a model built on the meta device and filled by assignment needs them."""
+        the weights' device: a model built on the meta device and filled by assignment needs them,
+        and so does one moved to another dtype. The sinusoidal table takes the weights' dtype (it
+        is added to the stream); the rotary frequencies stay float32, as Hugging Face keeps them,
+        so positions far into the context still turn by the right angles."""
         device = self.embed.weight.device
         if self.cfg.pos == "sinusoidal":
-            self.pe = positional_encoding(self.cfg.n_ctx, self.cfg.d_model).to(device)
+            self.pe = positional_encoding(self.cfg.n_ctx, self.cfg.d_model).to(device, self.embed.weight.dtype)
         elif self.cfg.pos == "rotary":
             cfg = self.cfg
             self.rotary.inv_freq = rope_frequencies(cfg.rot_dim, cfg.rope_theta, cfg.rope_scaling).to(device)
@@ -406,7 +419,8 @@ class GPT(nn.Module):
         x = self.hook_embed(self.embed(ids))
         rope = None
         if self.cfg.pos == "rotary":
-            rope = self.rotary(start, T)
+            cos, sin = self.rotary(start, T)  # float32 angles, then the stream's dtype (as HF does)
+            rope = cos.to(x.dtype), sin.to(x.dtype)
         else:
             x = x + self.hook_pos_embed(self.positions(T, start).expand(B, T, -1))
         x = self.drop(x)

@@ -310,12 +310,14 @@ def run(
     weights |= {b.untyped_storage().data_ptr() for b in model.buffers()}
 
     def capture(t: torch.Tensor, name: str) -> None:
-        t = t[0]
+        t = t[0]  # converted where it lives (a GPU), then copied to the host: traces are numpy
         if compact and _HALF.search(name):
             t = t.to(torch.float16)
+        elif t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()  # numpy has no bfloat16: a half-precision model's other hooks land as float32
         elif t.untyped_storage().data_ptr() in weights:
             t = t.clone()  # never alias a weight (learned positions are a slice of one)
-        store[name] = t.numpy()
+        store[name] = t.cpu().numpy()
 
     # Compact: scores and patterns are derived from q and k on access, except in a layer where
     # an extra hook may change them (then what flowed is kept, and that layer runs written out).
@@ -331,7 +333,7 @@ def run(
         m = _DERIVED.match(name) if compact else None
         return m is None or int(m[1]) in touched
 
-    x = torch.tensor([ids], dtype=torch.long)
+    x = torch.tensor([ids], dtype=torch.long, device=model.device)
     with hooks(model, [*(extra_hooks or []), (wanted, capture)]):
         if compact:
             _compact_logits(model, model(x, unembed=False)[0], store)
@@ -364,7 +366,9 @@ def _compact_logits(model: GPT, h: torch.Tensor, store: dict[str, np.ndarray]) -
     float16's best precision). Column blocks, not row blocks: measured at GPT-2-small shape and
     T=1,024 (unembedding, maxima and conversion), 4,096-column blocks took 0.55 s, 128-row
     blocks 1.14 s and one [T, V] product alone 0.71 s: a slice of W_U stays in cache while every
-    position reads it."""
+    position reads it. On a GPU each block is computed and turned to float16 there, and only the
+    float16 block and its maxima are copied to the host buffer (a bfloat16 or float16 model's
+    maxima are stored as float32)."""
     T, V = h.shape[0], model.cfg.vocab_size
     n = -(-V // LOGIT_COLUMNS)
     width = -(-V // n)
@@ -375,8 +379,9 @@ def _compact_logits(model: GPT, h: torch.Tensor, store: dict[str, np.ndarray]) -
         cols = slice(c * width, (c + 1) * width)
         logits = torch.nn.functional.linear(h, w[cols], None if b is None else b[cols])  # [T, width]
         m = logits.amax(-1, keepdim=True)
-        into[:, cols].copy_(logits.sub_(m))
-        top[:, c : c + 1] = m.numpy()
+        block = logits.sub_(m)
+        into[:, cols].copy_(block if block.is_cpu else block.to(torch.float16))  # half the bytes to copy
+        top[:, c : c + 1] = m.float().cpu().numpy()
     store["_logits_offset"], store["_logits_max"] = offset, top
 
 
