@@ -26,7 +26,7 @@ def token_nll_per_token(model: GPT, ids: list[int], ctx: int | None = None) -> l
     model.eval()
     ctx = ctx or model.cfg.n_ctx
     stride = ctx // 2
-    x = torch.tensor(ids, dtype=torch.long)
+    x = torch.tensor(ids, dtype=torch.long, device=model.device)
     out: list[float] = []
     start = 0
     while True:
@@ -55,12 +55,13 @@ def bits_per_byte(model: GPT, tokenizer: Tokenizer, text: str) -> float:
 
 @torch.no_grad()
 def sample(model: GPT, tokenizer: Tokenizer, prompt: str, n: int, temperature: float = 0.8, seed: int = 0) -> str:
-    """Sample ``n`` tokens after ``prompt`` (for the model card and quick checks)."""
+    """Sample ``n`` tokens after ``prompt`` (for the model card and quick checks). Drawn on the
+    CPU from the logits copied there, so a seed gives the same text on every device."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     ids = tokenizer.encode(prompt)
     for _ in range(n):
-        logits = model(torch.tensor([ids[-model.cfg.n_ctx :]]), fused=True)[0, -1]
+        logits = model(torch.tensor([ids[-model.cfg.n_ctx :]], device=model.device), fused=True)[0, -1].float().cpu()
         probs = F.softmax(logits / temperature, -1)
         ids.append(int(torch.multinomial(probs, 1, generator=g)))
     return tokenizer.decode(ids)
@@ -78,7 +79,7 @@ def fixed_slice_loss(model: GPT, ids: torch.Tensor) -> float:
     model.eval()
     n_ctx = model.cfg.n_ctx
     n = (len(ids) - 1) // n_ctx
-    xs = ids[: n * n_ctx + 1]
+    xs = ids[: n * n_ctx + 1].to(model.device)
     x = xs[:-1].view(n, n_ctx)
     y = xs[1:].view(n, n_ctx)
     loss = F.cross_entropy(model(x, fused=True).flatten(0, 1), y.flatten())

@@ -92,10 +92,10 @@ def induction_scores(model: GPT, n: int | None = None, batch: int = 4, seed: int
 
     def capture(t: torch.Tensor, name: str) -> None:
         layer = int(name.split(".")[1])
-        scores[layer] = induction_score(t.float().numpy(), n).mean(0)
+        scores[layer] = induction_score(t.float().cpu().numpy(), n).mean(0)
 
     with hooks(model, [(lambda name: name.endswith("attn.hook_pattern"), capture)]):
-        model(ids)
+        model(ids.to(model.device))  # drawn on the CPU: the same ids on every device
     return scores
 
 

@@ -29,8 +29,9 @@ def tokenize_view(tokenizer: Tokenizer, text: str) -> TokenView:
 
 
 def embedding_matrix(model: GPT) -> np.ndarray:
-    """W_E as float32 numpy [V, D] (a view of the weights, read-only)."""
-    w = model.embed.weight.detach().numpy()
+    """W_E as float32 numpy [V, D], read-only: a view of the weights of a float32 CPU model, a
+    host copy of those of a model on a GPU or in another dtype."""
+    w = model.embed.weight.detach().float().cpu().numpy()
     w = w.view()
     w.flags.writeable = False
     return w
@@ -39,12 +40,13 @@ def embedding_matrix(model: GPT) -> np.ndarray:
 def nearest_tokens(model: GPT, vector: np.ndarray, k: int = 10, exclude: int | None = None) -> list[tuple[int, float]]:
     """The ``k`` vocabulary tokens whose embeddings have the highest cosine similarity to ``vector``."""
     w = model.embed.weight.detach()
-    v = torch.tensor(np.asarray(vector, dtype=np.float32))  # a copy: trace arrays are read-only
+    v = torch.tensor(np.asarray(vector, dtype=np.float32)).to(w.device, w.dtype)  # a copy: trace arrays are read-only
     sims = (w @ v) / (w.norm(dim=1) * v.norm() + 1e-8)
     if exclude is not None:
         sims[exclude] = -np.inf
     top = torch.topk(sims, min(k, len(sims)))
-    return [(int(i), float(s)) for s, i in zip(top.values, top.indices, strict=True)]
+    values, indices = top.values.float().cpu().tolist(), top.indices.cpu().tolist()  # one copy to the host
+    return [(int(i), float(s)) for s, i in zip(values, indices, strict=True)]
 
 
 def embedding_pca(model: GPT, ids: list[int], neighbours: int = 5) -> dict[str, np.ndarray]:
@@ -53,14 +55,15 @@ def embedding_pca(model: GPT, ids: list[int], neighbours: int = 5) -> dict[str, 
     Returns ``coords`` [N, 2], ``ids`` [N], ``is_prompt`` [N] bool, ``explained`` [2] (the
     fraction of variance each axis keeps — students should know how much a 2-D picture hides).
     """
-    w = model.embed.weight.detach().numpy()
+    w = model.embed.weight.detach()  # rows are copied to the host as needed, never all of W_E
     chosen: list[int] = []
     prompt_set = list(dict.fromkeys(ids))
     for i in prompt_set:
         chosen.append(i)
-        chosen += [j for j, _ in nearest_tokens(model, w[i], neighbours + 1, exclude=i)][:neighbours]
+        row = w[i].float().cpu().numpy()
+        chosen += [j for j, _ in nearest_tokens(model, row, neighbours + 1, exclude=i)][:neighbours]
     chosen = list(dict.fromkeys(chosen))
-    x = w[chosen].astype(np.float64)
+    x = w[chosen].double().cpu().numpy()
     x = x - x.mean(0)
     if len(chosen) < 2:
         coords = np.zeros((len(chosen), 2))
@@ -84,7 +87,7 @@ def positional_table(model: GPT, n: int | None = None) -> np.ndarray:
     """The positional vectors for positions 0..n-1 (default: the whole context), [n, D]."""
     n = min(n or model.cfg.n_ctx, model.cfg.n_ctx)
     with torch.no_grad():
-        return model.positions(n).detach().numpy().copy()
+        return model.positions(n).detach().float().cpu().numpy().copy()
 
 
 def position_similarity(pos: np.ndarray) -> np.ndarray:

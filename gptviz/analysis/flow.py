@@ -295,8 +295,8 @@ def information_flow(
             out = head_outputs(model, acts["v", layer], layer).float()  # [H, T, D]
             D = y.shape[-1]
             rows = max(1, _CHUNK_ELEMENTS // max(1, T * D))
-            prox = torch.zeros(H, T, T)
-            total = torch.zeros(T, D)  # Σ_h Σ_j e, to find the bias term
+            prox = torch.zeros(H, T, T, device=y.device)
+            total = torch.zeros(T, D, device=y.device)  # Σ_h Σ_j e, to find the bias term
             for h in range(H):
                 for i0 in range(0, T, rows):
                     i1 = min(T, i0 + rows)
@@ -306,13 +306,13 @@ def information_flow(
             bias = a_out - total
             p_res, p_bias = proximity(x, y), proximity(bias, y)
             z = (prox.sum(dim=(0, 2)) + p_res + p_bias).clamp_min(1e-30)
-            attn[layer] = (prox / z[None, :, None]).numpy()
-            attn_resid[layer], attn_bias[layer] = (p_res / z).numpy(), (p_bias / z).numpy()
+            attn[layer] = (prox / z[None, :, None]).cpu().numpy()
+            attn_resid[layer], attn_bias[layer] = (p_res / z).cpu().numpy(), (p_bias / z).cpu().numpy()
             mid, m_out = acts["resid_mid", layer], acts["mlp_out", layer]
             y2 = mid + m_out
             q_res, q_mlp = proximity(mid, y2), proximity(m_out, y2)
             z2 = (q_res + q_mlp).clamp_min(1e-30)
-            mlp_resid[layer], mlp[layer] = (q_res / z2).numpy(), (q_mlp / z2).numpy()
+            mlp_resid[layer], mlp[layer] = (q_res / z2).cpu().numpy(), (q_mlp / z2).cpu().numpy()
             if progress is not None:
                 progress(layer + 1, L)
     return FlowGraph(attn, attn_resid, attn_bias, mlp, mlp_resid, bool(getattr(cfg, "parallel", False)))

@@ -7,7 +7,9 @@ renormalise. Temperature 0 means greedy: always the single most likely token.
 
 Randomness is explicit: every draw takes a ``numpy.random.Generator``; ``rng_for(seed, step)``
 makes one per generation step, so the same seed and settings give the same tokens on every
-machine and every rerun of the page.
+machine and every rerun of the page. Draws are made on the CPU from the logits copied to the
+host, so a model on a GPU gives the same tokens for a seed as on the CPU (up to the logits'
+own rounding differences).
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ def context_window(ids: Sequence[int], n_ctx: int) -> list[int]:
 @torch.inference_mode()
 def next_logits(model: GPT, ids: Sequence[int]) -> np.ndarray:
     """Float32 logits ``[V]`` for the token after ``ids`` (fused fast path, last ``n_ctx`` ids)."""
-    x = torch.tensor([context_window(ids, model.cfg.n_ctx)], dtype=torch.long)
-    return model(x, fused=True)[0, -1].float().numpy()
+    x = torch.tensor([context_window(ids, model.cfg.n_ctx)], dtype=torch.long, device=model.device)
+    return model(x, fused=True)[0, -1].float().cpu().numpy()
 
 
 def candidates(
@@ -249,8 +251,8 @@ def continuation_steps(
     full = prompt_ids + generated
     n_ctx = model.cfg.n_ctx
     if len(full) - 1 <= n_ctx:
-        x = torch.tensor([full[:-1]], dtype=torch.long)
-        rows = model(x, fused=True)[0, len(prompt_ids) - 1 :].float().numpy()
+        x = torch.tensor([full[:-1]], dtype=torch.long, device=model.device)
+        rows = model(x, fused=True)[0, len(prompt_ids) - 1 :].float().cpu().numpy()
     else:
         rows = np.stack([next_logits(model, full[: len(prompt_ids) + s]) for s in range(len(generated))])
     steps = []
@@ -294,8 +296,8 @@ class CachedGeneration:
         if self.cached != window[: len(self.cached)] or len(window) <= len(self.cached):
             self.cache, self.cached = KVCache(), []  # slid past the context (or rewound): rebuild
         new = window[len(self.cached) :]
-        x = torch.tensor([new], dtype=torch.long)
-        self._logits = self.model(x, fused=True, cache=self.cache)[0, -1].float().numpy()
+        x = torch.tensor([new], dtype=torch.long, device=self.model.device)
+        self._logits = self.model(x, fused=True, cache=self.cache)[0, -1].float().cpu().numpy()
         self.cached = window
         self.computed += len(new)
         return self._logits

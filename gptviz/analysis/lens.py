@@ -136,8 +136,8 @@ def layernorm_view(model: GPT, trace: Trace, name: str, pos: int) -> LayerNormVi
     mean = 0.0 if rms else float(x.mean())
     std = float(np.sqrt(((x - mean) ** 2).mean() + ln.eps))
     normalized = (x - mean) / std
-    w = ln.weight.detach().numpy().astype(np.float64)
-    b = np.zeros_like(w) if rms else ln.bias.detach().numpy().astype(np.float64)
+    w = ln.weight.detach().double().cpu().numpy()
+    b = np.zeros_like(w) if rms else ln.bias.detach().double().cpu().numpy()
     role = layernorm_role(model.cfg, name)
     out = normalized * w + b
     return LayerNormView(name, role, pos, x, mean, std, normalized, w, b, out, model.cfg.norm_kind)
@@ -160,9 +160,10 @@ def _final_norm(model: GPT, x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def lens_logits(model: GPT, resid: np.ndarray) -> np.ndarray:
-    """Logits ``[T, V]`` for residual vectors ``[T, D]`` read as if they were the last layer's."""
-    x = torch.tensor(np.asarray(resid, dtype=np.float32))
-    return model.unembed(_final_norm(model, x)).numpy()
+    """Logits ``[T, V]`` for residual vectors ``[T, D]`` read as if they were the last layer's
+    (float32 numpy; computed on the model's device in its dtype, as its own last layer is)."""
+    x = torch.tensor(np.asarray(resid, dtype=np.float32)).to(model.device, model.dtype)
+    return model.unembed(_final_norm(model, x)).float().cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
     pos = pos % T
     if token_id is None:
         token_id = int(np.argmax(trace.logits(pos)))
-    u = model.unembed.weight[token_id].detach().numpy().astype(np.float64)  # W_U[:, token]
+    u = model.unembed.weight[token_id].detach().double().cpu().numpy()  # W_U[:, token]
     out_bias = float(model.unembed.bias.detach()[token_id]) if model.unembed.bias is not None else 0.0
     comps = _components(trace, pos)
 
@@ -275,8 +276,8 @@ def direct_logit_attribution(model: GPT, trace: Trace, token_id: int | None = No
     labels = component_labels(cfg.n_layer, cfg.pos == "rotary")
 
     def weights(ln) -> tuple[np.ndarray, np.ndarray]:
-        w = ln.weight.detach().numpy().astype(np.float64)
-        return w, np.zeros_like(w) if rms else ln.bias.detach().numpy().astype(np.float64)
+        w = ln.weight.detach().double().cpu().numpy()
+        return w, np.zeros_like(w) if rms else ln.bias.detach().double().cpu().numpy()
 
     if cfg.norm == "pre":
         scale = float(trace["ln_final.hook_scale"][pos, 0])

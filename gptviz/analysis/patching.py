@@ -336,10 +336,11 @@ def _chunk_hooks(chunk: Sequence[Patch], src: dict[str, torch.Tensor], n: int) -
         def fn(x: torch.Tensor, _name: str) -> torch.Tensor:
             x = x.clone()
             v = value.to(x.device, x.dtype)
+            r_, q_, h_ = r.to(x.device), q.to(x.device), h.to(x.device)  # no-ops on the CPU
             if per_head:
-                x[r, q, h] = v[q, h]
+                x[r_, q_, h_] = v[q_, h_]
             else:
-                x[r, q] = v[q]
+                x[r_, q_] = v[q_]
             return x
 
         return fn
