@@ -59,7 +59,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gptviz.tokenizer import get_tokenizer
     from gptviz.train_data import read_corpus, split_text
 
-    model = gptviz.load_model(args.model)
+    try:
+        model = gptviz.load_model(args.model, device=args.device, dtype=args.dtype)
+    except gptviz.CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     test = split_text(read_corpus(args.data))[2]
     bpb = bits_per_byte(model, get_tokenizer(model.cfg.tokenizer), test)
     print(json.dumps({"model": model.name, "test_bytes": len(test.encode()), "test_bits_per_byte": round(bpb, 4)}))
@@ -87,15 +91,37 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_app(args: argparse.Namespace) -> int:
-    from gptviz.launch import run_app
+def _placement_error(args: argparse.Namespace) -> str | None:
+    """Why ``--device``/``--dtype`` cannot work here (checked before Streamlit starts), or None."""
+    if args.device is None and args.dtype is None:
+        return None  # nothing asked: no torch import before the app's own
+    from gptviz.checkpoints import CheckpointError, resolve_device, resolve_dtype
 
+    try:
+        resolve_device(args.device)
+        resolve_dtype(args.dtype)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from gptviz.launch import run_app, set_placement
+
+    if (why := _placement_error(args)) is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    set_placement(args.device, args.dtype)  # inherited by the Streamlit process
     return run_app(args.streamlit_args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from gptviz.launch import serve_app
+    from gptviz.launch import serve_app, set_placement
 
+    if (why := _placement_error(args)) is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    set_placement(args.device, args.dtype)  # inherited by the Streamlit process
     return serve_app(args.streamlit_args, models=args.models)
 
 
@@ -122,6 +148,16 @@ examples:
 `gptviz COMMAND --help` explains each command. The same from Python and Jupyter:
   import gptviz; trace = gptviz.run(gptviz.load_model("bundled:gpt2-style"), "Hello")
 """
+
+DEVICE_HELP = "where the model runs: cpu (the default), cuda, cuda:N, or auto (cuda if available)"
+DTYPE_HELP = "the weights' type: float32 (the default), bfloat16 or float16 (traces stay float32/float16 numpy)"
+
+
+def _add_placement(p: argparse.ArgumentParser, env: bool = False) -> None:
+    """``--device`` and ``--dtype`` (for the app: passed to it as GPTVIZ_DEVICE / GPTVIZ_DTYPE)."""
+    for flag, help_ in (("device", DEVICE_HELP), ("dtype", DTYPE_HELP)):
+        p.add_argument(f"--{flag}", help=help_ + (f"; sets GPTVIZ_{flag.upper()} for the app" if env else ""))
+
 
 MODEL_HELP = (
     "bundled:NAME (bundled:gpt2-style, bundled:seed, bundled:gpt2-style@STEP), a Hugging Face GPT-2 "
@@ -165,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
         allow_abbrev=False,
     )
+    _add_placement(p, env=True)
     p.set_defaults(func=_cmd_app, streamlit_args=[])
 
     p = sub.add_parser(
@@ -186,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated allowlist: bundled:*, cached:* (every model in the Hugging Face cache), "
         "names, folder or .safetensors paths (default: GPTVIZ_MODELS, else bundled and cached models)",
     )
+    _add_placement(p, env=True)
     p.set_defaults(func=_cmd_serve, streamlit_args=[])
 
     p = sub.add_parser(
@@ -215,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="bundled:gpt2-style", help=MODEL_HELP)
     p.add_argument("--data", help="corpus path (default: ../shared/data/tinyshakespeare.txt)")
+    _add_placement(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(

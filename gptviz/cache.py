@@ -95,8 +95,12 @@ def release_memory() -> None:
     """Give freed memory back to the operating system. Dropping a model frees its tensors, but
     glibc keeps most of them in its heap (its mmap threshold grows after the first large free),
     so the server's RSS would not fall: ``malloc_trim(0)`` returns the free pages. Measured in
-    ``benchmarks/model_cache.py``. A no-op where there is no glibc."""
+    ``benchmarks/model_cache.py``. A no-op where there is no glibc. Likewise PyTorch's CUDA
+    allocator keeps a freed GPU model's blocks for reuse: ``empty_cache`` hands them back (only
+    if CUDA was ever used in this process, so a CPU server never initializes it)."""
     gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

@@ -36,22 +36,38 @@ def streamlit_command(extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), *(extra or [])]
 
 
-def run_app(extra: list[str] | None = None) -> int:
+def set_placement(device: str | None = None, dtype: str | None = None) -> None:
+    """Tell the app where to run its models: ``GPTVIZ_DEVICE`` and ``GPTVIZ_DTYPE``, which the
+    Streamlit process inherits (``gptviz.ui.caching.placement`` reads them). Unset arguments
+    leave the variables as they are, so one exported by hand still applies."""
+    if device is not None:
+        os.environ["GPTVIZ_DEVICE"] = device
+    if dtype is not None:
+        os.environ["GPTVIZ_DTYPE"] = dtype
+
+
+def run_app(extra: list[str] | None = None, device: str | None = None, dtype: str | None = None) -> int:
     """Become ``streamlit run`` (POSIX: exec, so signals such as Ctrl+C or a service manager's
     SIGTERM reach Streamlit itself and no orphan is left); elsewhere run it as a child.
 
     ``gptviz app`` is for one person: it binds 127.0.0.1 (local mode, see ``gptviz.serving``)
-    unless ``--server.address`` or ``STREAMLIT_SERVER_ADDRESS`` says otherwise."""
+    unless ``--server.address`` or ``STREAMLIT_SERVER_ADDRESS`` says otherwise. ``device`` and
+    ``dtype``: see ``set_placement``."""
+    set_placement(device, dtype)
     if not any(a == "--server.address" or a.startswith("--server.address=") for a in extra or []):
         os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")
     return _exec(streamlit_command(extra))
 
 
-def serve_app(extra: list[str] | None = None, models: str | None = None) -> int:
+def serve_app(
+    extra: list[str] | None = None, models: str | None = None, device: str | None = None, dtype: str | None = None
+) -> int:
     """``gptviz serve``: the app for a room of untrusted visitors. Always served mode, whatever
     the address: models only from the bundled set, the server's Hugging Face cache and the
     ``models`` allowlist (``GPTVIZ_MODELS``), and never a download. Streamlit's own default
-    address (every interface) applies unless ``--server.address`` is given."""
+    address (every interface) applies unless ``--server.address`` is given. ``device`` and
+    ``dtype``: see ``set_placement``."""
+    set_placement(device, dtype)
     os.environ["GPTVIZ_MODE"] = "served"
     os.environ["GPTVIZ_NO_DOWNLOADS"] = "1"
     if models is not None:

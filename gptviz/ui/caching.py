@@ -1,6 +1,11 @@
 """Caching: models and traces are shared between sessions in byte-bounded LRUs (both are only
 read: hooks are per call, trace arrays are read-only), and every model spec passes the served
-mode's check (``gptviz.serving``) before anything is loaded."""
+mode's check (``gptviz.serving``) before anything is loaded.
+
+Where models run comes from the environment: ``GPTVIZ_DEVICE`` (``cpu``, the default, ``cuda``,
+``cuda:N``, ``auto``) and ``GPTVIZ_DTYPE`` (``float32``, the default, ``bfloat16``,
+``float16``), which ``gptviz app/serve --device/--dtype`` set for the Streamlit process and a
+user of ``streamlit run app.py`` can set by hand."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import streamlit as st
 import gptviz
 from gptviz import serving
 from gptviz.cache import ByteLRU, model_nbytes, release_memory
+from gptviz.checkpoints import resolve_device, resolve_dtype
 from gptviz.figcache import TRACE_KEYS, FigureCache
 from gptviz.model import GPT
 from gptviz.tokenizer import Tokenizer, get_tokenizer
@@ -62,17 +68,37 @@ def _model_cache() -> ByteLRU[GPT]:
     return ByteLRU(MODEL_CACHE_BYTES, model_nbytes, on_evict=release_memory)
 
 
-def _load(spec: str) -> GPT:
+def placement() -> dict[str, str]:
+    """``load_model``'s ``device`` and ``dtype`` from ``GPTVIZ_DEVICE`` and ``GPTVIZ_DTYPE``,
+    resolved (``auto`` becomes ``cuda`` or ``cpu``); empty for the default, CPU and float32. A
+    bad value or a GPU this machine lacks is a ``CheckpointError`` naming it, which the sidebar
+    shows like any loading error."""
+    device = str(resolve_device(os.environ.get("GPTVIZ_DEVICE", "").strip() or "cpu"))
+    dtype = str(resolve_dtype(os.environ.get("GPTVIZ_DTYPE", "").strip() or None)).removeprefix("torch.")
+    return {} if (device, dtype) == ("cpu", "float32") else {"device": device, "dtype": dtype}
+
+
+def model_key(spec: str, where: dict[str, str] | None = None) -> str | tuple[str, str, str]:
+    """The cache key of model ``spec`` where models run now: the spec itself on the CPU in
+    float32 (the default), ``(spec, device, dtype)`` elsewhere, so a model placed one way is
+    never handed out for another, nor a trace it computed (``get_trace`` keys on this too)."""
+    where = placement() if where is None else where
+    return spec if not where else (spec, where["device"], where["dtype"])
+
+
+def _load(spec: str, where: dict[str, str]) -> GPT:
     with st.spinner("Loading the model…"):
-        return gptviz.load_model(spec)
+        return gptviz.load_model(spec, **where)
 
 
 def load_model(spec: str) -> GPT:
-    """One model object per spec per process, within ``GPTVIZ_MODEL_CACHE_MB``; sessions only read
-    it (hooks are per call) and keep it only for one script run (``Context`` is never stored in
-    ``st.session_state``), so an evicted model is freed once the runs using it finish."""
+    """One model object per spec (and placement) per process, within ``GPTVIZ_MODEL_CACHE_MB``;
+    sessions only read it (hooks are per call) and keep it only for one script run (``Context``
+    is never stored in ``st.session_state``), so an evicted model is freed once the runs using
+    it finish."""
     spec = check_spec(spec)
-    return _model_cache().get_or_compute(spec, lambda: _load(spec))
+    where = placement()
+    return _model_cache().get_or_compute(model_key(spec, where), lambda: _load(spec, where))
 
 
 @st.cache_resource
@@ -94,7 +120,7 @@ def get_trace(
     itself, so the parsed ids are computed here and passed as ``token_ids`` with the text."""
     model = load_model(spec)
     special = special_tokens() if special is None else bool(special)
-    key = (spec, text, special, extra_key)
+    key = (model_key(spec), text, special, extra_key)
 
     def compute() -> Trace:
         if not special:

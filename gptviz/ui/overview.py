@@ -18,7 +18,7 @@ from gptviz.analysis import generation as gen
 from gptviz.analysis.overview import generated_attention, overview, overview_table
 from gptviz.figures import overview as fo
 from gptviz.trace import Trace
-from gptviz.ui.caching import Context, _trace_cache
+from gptviz.ui.caching import Context, _trace_cache, model_key
 from gptviz.ui.layout import chart
 from gptviz.ui.state import keep, kept_or_url, number, select, select_slider, set_choice, slider, toggle
 
@@ -39,7 +39,8 @@ def ids_trace(spec: str, model: gptviz.GPT, ids: Sequence[int]) -> Trace:
     """The trace of token ids (a prompt plus what was generated: decoding and re-encoding text
     need not give the same ids back), shared like ``get_trace``'s."""
     ids = tuple(int(i) for i in ids)
-    return _trace_cache().get_or_compute((spec, "ids", ids), lambda: gptviz.run(model, token_ids=ids))
+    key = (model_key(spec), "ids", ids)
+    return _trace_cache().get_or_compute(key, lambda: gptviz.run(model, token_ids=ids))
 
 
 def _go(stage: str, fields: dict[str, int]) -> None:
