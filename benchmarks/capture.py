@@ -13,9 +13,17 @@ ratio to the reference, measured side by side in this one run:
 - ``ours_plain``: our model's forward alone; ``hf_outputs``: HF eager with attentions and hidden
   states; ``tl_cache``: TransformerLens 4's ``run_with_cache`` (if installed).
 
+On a GPU (``--device cuda``) every model, ours and Hugging Face's, sits on the device and the
+inputs are created there. A trace ends on the host (numpy), so the reference becomes HF's SDPA
+forward *plus* a device-to-host copy of as many bytes as the compact trace of that input holds
+(one device buffer into pageable host memory, as the trace's arrays are): the least any capture
+to host memory must move. ``torch.cuda.synchronize()`` runs at the end of every timed call, so
+the clock is read only once the GPU has finished. TransformerLens is not run on a GPU here.
+
     python benchmarks/capture.py                  # GPT-2-small and bundled shapes, T up to 1024
     python benchmarks/capture.py --families       # + SmolLM2-135M and Qwen2.5-0.5B shapes, T 128 / 1024
     python benchmarks/capture.py --quick          # a small smoke run
+    python benchmarks/capture.py --device cuda    # on a GPU (not measured in BENCHMARKS.md: no GPU here)
 """
 
 from __future__ import annotations
@@ -67,22 +75,43 @@ def transformer_lens_runner(folder: Path):
     return lambda ids: bridge.run_with_cache(ids)
 
 
+def synced(fn, device: torch.device):
+    """``fn`` followed by ``torch.cuda.synchronize()`` on a GPU (kernels run asynchronously: the
+    clock must not be read before they finish); ``fn`` itself on the CPU."""
+    if device.type != "cuda":
+        return fn
+    return lambda: (fn(), torch.cuda.synchronize(device))[0]
+
+
 def time_reference(ref, ids: torch.Tensor, n: int = 3) -> float:
+    run = synced(lambda: ref(ids), ids.device)
     with torch.inference_mode():
-        ref(ids)
+        run()
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            ref(ids)
+            run()
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
+def to_host(ours, token_ids: list[int]):
+    """On a GPU: a copy of as many bytes as the compact trace of ``token_ids`` holds, from one
+    device buffer to pageable host memory (the reference's share of a capture); else nothing."""
+    if ours.device.type != "cuda":
+        return lambda: None
+    nbytes = sum(a.nbytes for a in gptviz.run(ours, token_ids=token_ids).store.values())
+    src = torch.empty(nbytes, dtype=torch.uint8, device=ours.device)
+    dst = torch.empty(nbytes, dtype=torch.uint8)
+    return lambda: dst.copy_(src)
+
+
 def methods(ref, eager, ours, tok, tl, text: str, token_ids: list[int]) -> dict:
     """The contenders on one input (the reference and TransformerLens get the same ids)."""
-    ids = torch.tensor([token_ids])
+    ids = torch.tensor([token_ids], device=ours.device)
+    copy = to_host(ours, token_ids)
     fns = {
-        "hf_plain": lambda: ref(ids),
+        "hf_plain": lambda: (ref(ids), copy()),
         "run_text": lambda: gptviz.run(ours, text, tokenizer=tok),
         "run_ids": lambda: gptviz.run(ours, token_ids=token_ids),
         "run_full": lambda: gptviz.run(ours, precision="full", token_ids=token_ids),
@@ -91,23 +120,26 @@ def methods(ref, eager, ours, tok, tl, text: str, token_ids: list[int]) -> dict:
     }
     if tl is not None:
         fns["tl_cache"] = lambda: tl(ids)
-    return fns
+    return {k: synced(fn, ours.device) for k, fn in fns.items()}
 
 
-def bench_shape(name: str, kind: str, shape: dict, lengths: list[int], repeats: int, tmp: Path) -> list[dict]:
+def bench_shape(
+    name: str, kind: str, shape: dict, lengths: list[int], repeats: int, tmp: Path, device: str = "cpu"
+) -> list[dict]:
     import transformers
 
     folder = tmp / name
     write_folder(kind, shape, folder)
-    ours = gptviz.load_model(folder)
+    ours = gptviz.load_model(folder, device=device)
     tok = gptviz.get_tokenizer(ours.cfg.tokenizer)
     if tok.vocab_size > ours.cfg.vocab_size:  # a GPT-2 folder of the bundled shape: the bundled BPE
         tok = gptviz.get_tokenizer(bundled_tokenizer_name())
-    ref = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
-    eager = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    probe = torch.randint(0, ours.cfg.vocab_size, (1, max(lengths)))
+    load = transformers.AutoModelForCausalLM.from_pretrained
+    ref = load(folder, attn_implementation="sdpa").eval().to(ours.device)
+    eager = load(folder, attn_implementation="eager").eval().to(ours.device)
+    probe = torch.randint(0, ours.cfg.vocab_size, (1, max(lengths))).to(ours.device)
     before = time_reference(ref, probe)
-    tl = transformer_lens_runner(folder)
+    tl = transformer_lens_runner(folder) if ours.device.type == "cpu" else None
     after = time_reference(ref, probe)
     print(
         f"{name}: reference forward at T={max(lengths)} {before:.3f} s before TransformerLens's set-up, {after:.3f} s after"
@@ -120,6 +152,8 @@ def bench_shape(name: str, kind: str, shape: dict, lengths: list[int], repeats: 
             med = interleaved(fns, repeats)
         base = med["hf_plain"]
         row = {"shape": name, "T": len(token_ids), "hf_plain_s": f"{base:.4f}"}
+        if ours.device.type != "cpu":
+            row["device"] = str(ours.device)
         row.update({f"{k}/hf": f"{v / base:.2f}x" for k, v in med.items() if k != "hf_plain"})
         rows.append(row)
         print(row, flush=True)
@@ -159,6 +193,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (a smoke test)")
     ap.add_argument("--families", action="store_true", help="add SmolLM2-135M and Qwen2.5-0.5B shapes")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N: where every model runs")
     ap.add_argument("--shapes", nargs="*", help="only these shape names (e.g. smollm2-135m qwen2.5-0.5b)")
     ap.add_argument(
         "--lengths", type=int, nargs="*", help="GPT-2-small lengths only (default 16 128 512 1024 + bundled)"
@@ -170,11 +205,12 @@ def main() -> None:
         for name, kind, shape, lengths, repeats in shapes(args):
             if args.shapes and name not in args.shapes:
                 continue
-            rows += bench_shape(name, kind, shape, lengths, repeats, tmp)
+            rows += bench_shape(name, kind, shape, lengths, repeats, tmp, args.device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cols = [
         "shape",
+        *(["device"] if args.device != "cpu" else []),
         "T",
         "hf_plain_s",
         "run_text/hf",
@@ -186,7 +222,10 @@ def main() -> None:
     ]
     print()
     print(table(rows, cols))
-    print("\nratios: median time / Hugging Face plain SDPA forward (its own copy), same weights, interleaved runs")
+    ref = "plain SDPA forward" + (
+        " + a device-to-host copy of the compact trace's bytes" if args.device != "cpu" else ""
+    )
+    print(f"\nratios: median time / Hugging Face {ref} (its own copy), same weights, interleaved runs")
 
 
 if __name__ == "__main__":
