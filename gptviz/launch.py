@@ -46,28 +46,22 @@ def set_placement(device: str | None = None, dtype: str | None = None) -> None:
         os.environ["GPTVIZ_DTYPE"] = dtype
 
 
-def run_app(extra: list[str] | None = None, device: str | None = None, dtype: str | None = None) -> int:
+def run_app(extra: list[str] | None = None) -> int:
     """Become ``streamlit run`` (POSIX: exec, so signals such as Ctrl+C or a service manager's
     SIGTERM reach Streamlit itself and no orphan is left); elsewhere run it as a child.
 
     ``gptviz app`` is for one person: it binds 127.0.0.1 (local mode, see ``gptviz.serving``)
-    unless ``--server.address`` or ``STREAMLIT_SERVER_ADDRESS`` says otherwise. ``device`` and
-    ``dtype``: see ``set_placement``."""
-    set_placement(device, dtype)
+    unless ``--server.address`` or ``STREAMLIT_SERVER_ADDRESS`` says otherwise."""
     if not any(a == "--server.address" or a.startswith("--server.address=") for a in extra or []):
         os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")
     return _exec(streamlit_command(extra))
 
 
-def serve_app(
-    extra: list[str] | None = None, models: str | None = None, device: str | None = None, dtype: str | None = None
-) -> int:
+def serve_app(extra: list[str] | None = None, models: str | None = None) -> int:
     """``gptviz serve``: the app for a room of untrusted visitors. Always served mode, whatever
     the address: models only from the bundled set, the server's Hugging Face cache and the
     ``models`` allowlist (``GPTVIZ_MODELS``), and never a download. Streamlit's own default
-    address (every interface) applies unless ``--server.address`` is given. ``device`` and
-    ``dtype``: see ``set_placement``."""
-    set_placement(device, dtype)
+    address (every interface) applies unless ``--server.address`` is given."""
     os.environ["GPTVIZ_MODE"] = "served"
     os.environ["GPTVIZ_NO_DOWNLOADS"] = "1"
     if models is not None:
