@@ -68,11 +68,11 @@ def main() -> None:
     names = args.only or list(VARIANTS)
     results, running = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        queue = list(names)
+        queue = list(enumerate(names))
         while queue or running:
             while queue and len(running) < args.parallel:
-                name = queue.pop(0)
-                out = Path(tmp) / str(len(results) + len(running) + len(queue))
+                i, name = queue.pop(0)
+                out = Path(tmp) / str(i)  # one folder per run: two runs at once never share one
                 cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--out", str(out)]
                 running.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
             proc = running.pop(0)

@@ -169,9 +169,12 @@ class Rotary(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.register_buffer(
-            "inv_freq", rope_frequencies(cfg.rot_dim, cfg.rope_theta, cfg.rope_scaling), persistent=False
-        )
+        self.cfg = cfg
+        self.register_buffer("inv_freq", self.frequencies(), persistent=False)
+
+    def frequencies(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The angular speed of each pair (``rope_frequencies`` of this config), on ``device``."""
+        return rope_frequencies(self.cfg.rot_dim, self.cfg.rope_theta, self.cfg.rope_scaling).to(device)
 
     def forward(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of the angles at positions start .. start+T-1, each [T, R]."""
@@ -379,8 +382,7 @@ class GPT(nn.Module):
         if self.cfg.pos == "sinusoidal":
             self.pe = positional_encoding(self.cfg.n_ctx, self.cfg.d_model).to(device, self.embed.weight.dtype)
         elif self.cfg.pos == "rotary":
-            cfg = self.cfg
-            self.rotary.inv_freq = rope_frequencies(cfg.rot_dim, cfg.rope_theta, cfg.rope_scaling).to(device)
+            self.rotary.inv_freq = self.rotary.frequencies(device)
 
     def _init_weights(self) -> None:
         """GPT-2's init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
