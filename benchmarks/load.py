@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -456,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the report as JSON here too")
     ap.add_argument("--plain", action="store_true", help="start `python -m streamlit run app.py` without preload")
+    ap.add_argument(
+        "--kill-after", type=float, help="the fault run: SIGKILL the first of --pids after this many seconds"
+    )
+    ap.add_argument("--note", default="measured beside other work on a shared machine: not final",
+                    help="stored in the report (say whether the machine was idle)")  # fmt: skip
     args = ap.parse_args(argv)
     plans = make_plans(args.sessions, args.actions, args.seed)
     proc = None
@@ -466,12 +472,22 @@ def main(argv: list[str] | None = None) -> int:
         proc = start_server(port, plain=args.plain)
         base = f"http://127.0.0.1:{port}"
         pids = [proc.pid]
+    during = None
+    if args.kill_after is not None:
+        if not pids:
+            ap.error("--kill-after needs --pids (the replica to kill is the first)")
+
+        async def during() -> None:
+            await asyncio.sleep(args.kill_after)
+            os.kill(pids[0], signal.SIGKILL)
+            print(f"killed replica pid {pids[0]} at {args.kill_after:.0f} s", file=sys.stderr, flush=True)
+
     try:
         wait_healthy(base, proc)
         report = asyncio.run(
             drive(base, plans, think=tuple(args.think), ramp=args.ramp, duration=args.duration, pids=pids,
                   seed=args.seed, local_addrs=[a for a in args.local_addrs.split(",") if a] or None,
-                  timeout=args.timeout)
+                  timeout=args.timeout, during=during)
         )  # fmt: skip
     finally:
         if proc is not None:
@@ -480,11 +496,18 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    report["note"] = "measured beside other work on a shared machine unless stated: not final"
+    report["note"] = args.note
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+    if args.kill_after is not None:  # the action in flight on the killed replica may fail; nothing else
+        ok = (
+            report["mixed"] == 0
+            and report["recovered"] == report["reconnects"]
+            and report["errors"] <= report["reconnects"]
+        )
+        return 0 if ok else 1
     return 0 if report["errors"] == 0 and report["mixed"] == 0 and report["lost"] == 0 else 1
 
 

@@ -12,6 +12,7 @@ would time nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -63,16 +64,21 @@ def measure(page: str | None, spec: str, changes: int, tokens: int) -> dict:
     return {"rerun_s": statistics.median(times), "payload_bytes": payload, "charts": len(at.get("plotly_chart"))}
 
 
+@functools.cache
+def tokenizer_of(spec: str):
+    import gptviz
+
+    return gptviz.get_tokenizer(gptviz.load_model(spec).cfg.tokenizer)
+
+
 def check(at: AppTest, page: str | None, text: str, spec: str) -> None:
     """The rerun really ran the page on ``text``: no exception or error, and the sidebar's token
     count is the new prompt's."""
-    import gptviz
-
     if at.exception:
         raise RuntimeError(f"{page}: {at.exception[0].value}")
     if at.error:
         raise RuntimeError(f"{page}: the page shows an error: {at.error[0].value}")
-    n = len(gptviz.get_tokenizer(gptviz.load_model(spec).cfg.tokenizer).encode(text))
+    n = len(tokenizer_of(spec).encode(text))
     counts = [int(m[1]) for c in at.sidebar.caption if (m := re.search(r"\*\*(\d+)\*\* tokens", c.value))]
     if counts != [n]:
         raise RuntimeError(f"{page}: the sidebar says {counts} tokens, the prompt has {n}")
