@@ -8,6 +8,7 @@ was expected, so the app can show it instead of a traceback. Nothing touches the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -158,9 +159,16 @@ def _check_state(model: GPT, state: dict[str, torch.Tensor], path: Path) -> None
 
 
 def bundled_card(name: str) -> dict:
-    """The JSON model card written by ``gptviz train`` (empty if the model has none)."""
-    path = ASSETS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The JSON model card written by ``gptviz train`` (empty if the model has none): a fresh
+    dict each call, parsed from the file's text read once per process (pages ask on every rerun)."""
+    text = _asset_text(f"{name}.json")
+    return json.loads(text) if text is not None else {}
+
+
+@functools.cache
+def _asset_text(name: str) -> str | None:
+    path = ASSETS / name
+    return path.read_text() if path.is_file() else None
 
 
 def bundled_tokenizer_name(name: str = BUNDLED[0]) -> str:
@@ -171,11 +179,18 @@ def bundled_tokenizer_name(name: str = BUNDLED[0]) -> str:
 def bundled_snapshots(name: str) -> list[int]:
     """Training steps for which a snapshot of bundled model ``name`` ships, ascending (step 0
     may be rebuilt from the recorded seed instead of stored: see ``initial_weights``)."""
+    return list(_snapshot_steps(name))
+
+
+@functools.cache
+def _snapshot_steps(name: str) -> tuple[int, ...]:
+    """The folder is read once per process: the served app asks on every rerun (py-spy: 8% of
+    the server's CPU under load, globbing and resolving paths)."""
     folder = ASSETS / f"{name}-snapshots"
     steps = {int(p.stem.removeprefix("step")) for p in folder.glob("step*.safetensors")}
     if bundled_card(name).get("training", {}).get("rebuild_step0"):
         steps.add(0)
-    return sorted(steps)
+    return tuple(sorted(steps))
 
 
 _INIT_LOCK = threading.Lock()

@@ -275,3 +275,26 @@ def test_a_link_asking_for_a_huge_continuation_is_cut_to_the_cap():
     assert any(f"first {cap} tokens" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.query_params["out_generated"].count(",") == cap - 1
     assert at.button(key="out_next").disabled
+
+
+def test_the_launched_server_skips_streamlits_gc_after_every_run_and_watches_no_files(monkeypatch):
+    """``gc.collect(2)`` after every script run was 46% of the served app's CPU under load: the
+    launchers turn it off (and the file watcher) through the variables Streamlit's command line
+    reads for those options, which hold wherever the server starts; the repository's
+    config.toml turns it off for a bare ``streamlit run app.py``."""
+    import tomllib
+    from pathlib import Path
+
+    from streamlit import config
+
+    import gptviz.launch
+
+    options = {"runner.postScriptGC": "false", "server.fileWatcherType": "none"}
+    names = {config._config_options_template[o].env_var: v for o, v in options.items()}
+    for name in names:  # absent before, and removed again after the test
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    gptviz.launch.streamlit_env()
+    assert {n: os.environ.get(n) for n in names} == names
+    toml = tomllib.loads((Path(__file__).parents[1] / ".streamlit" / "config.toml").read_text())
+    assert toml["runner"]["postScriptGC"] is False
