@@ -7,6 +7,7 @@ would time nothing.
     python benchmarks/pages.py            # all three models, 5 prompt changes per page
     python benchmarks/pages.py --quick    # bundled model only, 2 changes (CI smoke test)
     python benchmarks/pages.py --only home,0_Overview   # some pages only
+    python benchmarks/pages.py --models smollm2-135m    # one model only
 """
 
 from __future__ import annotations
@@ -35,33 +36,40 @@ JSON_BARS = {"home": 1e6, "0_Overview": 1e6}  # issue 19: the overview's figure 
 LINE = "But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun. "
 
 
-def prompt(i: int, tokens: int, salt: str = "") -> str:
-    """A distinct prompt of roughly ``tokens`` GPT-2 tokens (distinct, so no cache hit). ``salt``
-    (the page and model) keeps pages apart too: the trace cache is shared by the whole process,
-    so without it every page after the first would find its prompts' traces already computed."""
-    words = (LINE * (tokens // 20 + 1)).split()
-    return f"Take {i} {salt}: " + " ".join(words[: int(tokens * 0.75)])
+def prompt(i: int, tokens: int, spec: str, salt: str = "") -> str:
+    """A distinct prompt of ``tokens - i`` tokens of the model's own tokenizer, about (distinct,
+    so no cache hit, and a different count each time, so a page that did not rerun is caught).
+    ``salt`` (the page and model) keeps pages apart too: the trace cache is shared by the whole
+    process, so without it every page after the first would find its traces already computed."""
+    words = (LINE * (tokens // 5 + 1)).split()
+    tok = tokenizer_of(spec)
+    return tok.decode(tok.encode(f"Take {i} {salt}: " + " ".join(words))[: tokens - i])
 
 
 def measure(page: str | None, spec: str, changes: int, tokens: int) -> dict:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.query_params["model"] = spec
     salt = f"{page or 'home'} {spec}"
-    at.query_params["prompt"] = prompt(0, tokens, salt)
+    at.query_params["prompt"] = prompt(0, tokens, spec, salt)
     if page is not None:
         at.switch_page(f"pages/{page}")
     at.run()  # warm: model load, first trace, per-model caches
-    check(at, page, prompt(0, tokens, salt), spec)
-    times = []
+    check(at, page, prompt(0, tokens, spec, salt), spec)
+    times, counts = [], []
     for i in range(1, changes + 1):
-        text = prompt(i, tokens, salt) + " more" * i  # a different token count each time
+        text = prompt(i, tokens, spec, salt)
         at.sidebar.text_area[0].set_value(text)
         t0 = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t0)
-        check(at, page, text, spec)
+        counts.append(check(at, page, text, spec))
     payload = sum(len(el.proto.spec) for el in at.get("plotly_chart"))
-    return {"rerun_s": statistics.median(times), "payload_bytes": payload, "charts": len(at.get("plotly_chart"))}
+    return {
+        "rerun_s": statistics.median(times),
+        "payload_bytes": payload,
+        "charts": len(at.get("plotly_chart")),
+        "tokens": f"{min(counts)}-{max(counts)}",
+    }
 
 
 @functools.cache
@@ -71,9 +79,9 @@ def tokenizer_of(spec: str):
     return gptviz.get_tokenizer(gptviz.load_model(spec).cfg.tokenizer)
 
 
-def check(at: AppTest, page: str | None, text: str, spec: str) -> None:
+def check(at: AppTest, page: str | None, text: str, spec: str) -> int:
     """The rerun really ran the page on ``text``: no exception or error, and the sidebar's token
-    count is the new prompt's."""
+    count is the new prompt's (returned)."""
     if at.exception:
         raise RuntimeError(f"{page}: {at.exception[0].value}")
     if at.error:
@@ -82,6 +90,7 @@ def check(at: AppTest, page: str | None, text: str, spec: str) -> None:
     counts = [int(m[1]) for c in at.sidebar.caption if (m := re.search(r"\*\*(\d+)\*\* tokens", c.value))]
     if counts != [n]:
         raise RuntimeError(f"{page}: the sidebar says {counts} tokens, the prompt has {n}")
+    return n
 
 
 def main() -> None:
@@ -89,16 +98,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="comma list of pages to measure, e.g. home,0_Overview")
     ap.add_argument("--changes", type=int, default=5)
+    ap.add_argument("--models", default="", help="comma list of bundled, gpt2-small, smollm2-135m (default: all)")
     args = ap.parse_args()
     os.environ["GPTVIZ_MODE"] = "local"  # the random-weight models are folders, refused in served mode
-    models = [("bundled", "bundled:gpt2-style")]
+    wanted = {m.strip() for m in args.models.split(",") if m.strip()} or set(BARS)
+    models = [("bundled", "bundled:gpt2-style")] if "bundled" in wanted else []
     folders = []
-    if not args.quick:
+    if not args.quick and "gpt2-small" in wanted:
         gpt2, _ = hf_checkpoint()
+        folders.append(gpt2)
+        models.append(("gpt2-small", str(gpt2)))
+    if not args.quick and "smollm2-135m" in wanted:
         smol = Path(tempfile.mkdtemp(prefix="gptviz-bench-smol-"))
-        write_folder("llama", SMOLLM2_135M, smol)
-        folders += [gpt2, smol]
-        models += [("gpt2-small", str(gpt2)), ("smollm2-135m", str(smol))]
+        write_folder("llama", SMOLLM2_135M, smol)  # with the tests' small byte-level BPE
+        folders.append(smol)
+        models.append(("smollm2-135m", str(smol)))
     rows = []
     try:
         for name, spec in models:
@@ -121,6 +135,7 @@ def main() -> None:
                         "json_bar_MB": f"{json_bar / 1e6:.0f}",
                         "json/bar": f"{r['payload_bytes'] / json_bar:.2f}",
                         "charts": r["charts"],
+                        "tokens": r["tokens"],
                     }
                 )
                 print(rows[-1], flush=True)
@@ -128,7 +143,18 @@ def main() -> None:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
     print()
-    cols = ["model", "page", "rerun_s", "bar_s", "rerun/bar", "figure_json_MB", "json_bar_MB", "json/bar", "charts"]
+    cols = [
+        "model",
+        "page",
+        "tokens",
+        "rerun_s",
+        "bar_s",
+        "rerun/bar",
+        "figure_json_MB",
+        "json_bar_MB",
+        "json/bar",
+        "charts",
+    ]
     print(table(rows, cols))
     print("\nrerun/bar and json/bar at or below 1.00 meet the issue's bars (server-side time, AppTest)")
 
