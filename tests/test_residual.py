@@ -178,3 +178,17 @@ def test_undoing_an_ablation_that_came_from_the_link():
     at.multiselect(key="ff_ablate_pick").set_value([]).run()
     assert_ok(at)
     assert at.multiselect(key="ff_ablate_pick").value == []
+
+
+def test_logit_lens_in_vocabulary_blocks_equals_one_stage_at_a_time(run, monkeypatch):
+    """The lens takes every stage and position at once, a block of vocabulary columns at a time
+    (tiny blocks here): the same top tokens and probabilities as a full softmax per stage."""
+    from gptviz.analysis import lens as lens_module
+
+    model, t = run
+    monkeypatch.setattr(lens_module, "LENS_BLOCK_ELEMENTS", 1)  # 256-column blocks
+    lens = logit_lens(model, t)
+    for s, resid in enumerate(residual_stack(t)):
+        logp = torch.from_numpy(lens_logits(model, resid)).log_softmax(-1)
+        np.testing.assert_array_equal(lens.top_ids[s], logp.argmax(-1).numpy())
+        np.testing.assert_allclose(lens.top_probs[s], logp.max(-1).values.exp().numpy(), rtol=1e-5, atol=1e-6)

@@ -183,15 +183,38 @@ def logit_lens(model: GPT, trace: Trace, tokenizer: Tokenizer | None = None) -> 
     "would say" if the network stopped there (nostalgebraist's logit lens).
     """
     tok = tokenizer or get_tokenizer(model.cfg.tokenizer)
-    ids, probs = [], []
-    for resid in residual_stack(trace):  # one stage at a time: [T, V] each, never [L, T, V]
-        logp = torch.from_numpy(lens_logits(model, resid)).log_softmax(-1)
-        best = logp.max(-1)
-        ids.append(best.indices.numpy())
-        probs.append(best.values.exp().numpy())
-    top_ids = np.stack(ids)
+    stack = residual_stack(trace)  # [S, T, D], S = n_layer + 1
+    top_ids, top_probs = _lens_top(model, stack.reshape(-1, stack.shape[-1]))
+    top_ids, top_probs = top_ids.reshape(stack.shape[:2]), top_probs.reshape(stack.shape[:2])
     names = [[tok.token_str(int(i)) for i in row] for row in top_ids]
-    return LogitLens(stage_labels(model.cfg.n_layer), top_ids, np.stack(probs).astype(np.float32), names)
+    return LogitLens(stage_labels(model.cfg.n_layer), top_ids, top_probs, names)
+
+
+LENS_BLOCK_ELEMENTS = 2**20  # logits held at once (4 MB in float32: a block stays in cache)
+
+
+@torch.inference_mode()
+def _lens_top(model: GPT, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The likeliest token and its probability for each residual vector ``[N, D]``, with every
+    stage and position in one product per block of vocabulary columns (a running maximum and
+    log-sum-exp across blocks), so ``[N, V]`` logits never exist at once: at SmolLM2-135M shape
+    that is 31 stages x 125 positions x 49,152 tokens. Measured there (the lens alone, median of
+    3): one stage at a time 2.02 s, 16 M-element blocks 2.26 s, 1 M-element blocks 1.65 s."""
+    x = torch.tensor(np.asarray(resid, dtype=np.float32)).to(model.device, model.dtype)
+    h = _final_norm(model, x)
+    w, b = model.unembed.weight, model.unembed.bias
+    N, V = h.shape[0], w.shape[0]
+    width = int(min(V, max(256, LENS_BLOCK_ELEMENTS // max(N, 1))))
+    best = torch.full((N,), -torch.inf, device=h.device)
+    arg = torch.zeros(N, dtype=torch.long, device=h.device)
+    lse = torch.full((N,), -torch.inf, device=h.device)
+    for v in range(0, V, width):
+        z = torch.nn.functional.linear(h, w[v : v + width], None if b is None else b[v : v + width]).float()
+        m, i = z.max(-1)
+        better = m > best  # strict: a tie keeps the earlier token, as argmax does
+        best, arg = torch.where(better, m, best), torch.where(better, i + v, arg)
+        lse = torch.logaddexp(lse, torch.logsumexp(z, -1))
+    return arg.cpu().numpy(), (best - lse).exp().cpu().numpy().astype(np.float32)
 
 
 # --- direct logit attribution ---------------------------------------------------------------
