@@ -165,6 +165,13 @@ def bundled_card(name: str) -> dict:
     return json.loads(text) if text is not None else {}
 
 
+def forget_assets() -> None:
+    """Read the bundled cards and snapshot folders afresh next time (``gptviz train`` has just
+    written new ones into the assets folder, in this process)."""
+    _asset_text.cache_clear()
+    _snapshot_steps.cache_clear()
+
+
 @functools.cache
 def _asset_text(name: str) -> str | None:
     path = ASSETS / name

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gptviz.checkpoints import ASSETS, save_checkpoint
+from gptviz.checkpoints import ASSETS, forget_assets, save_checkpoint
 from gptviz.config import GPTConfig, preset
 from gptviz.evaluate import bits_per_byte, fixed_slice_loss, sample, token_nll, token_nll_per_token
 from gptviz.model import GPT
@@ -437,6 +437,7 @@ def train(spec: TrainSpec, out_dir: Path = ASSETS, data: str | Path | None = Non
     save_best(spec, state, out_dir)
     card = model_card(spec, state, run, snap_dir, wall_time_s=time.time() - t_start)
     (out_dir / f"{spec.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    forget_assets()  # a bundled model loaded again in this process gets the new card and snapshots
     state_path.unlink(missing_ok=True)
     return card
 

@@ -212,3 +212,27 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     a, b = (gptviz.load_model(tmp_path / d / "r.safetensors") for d in ("straight", "resumed"))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name  # same batches, renamings and dropout masks as the straight run
+
+
+def test_bundled_cards_are_read_once_and_afresh_after_training(monkeypatch, tmp_path):
+    """The served app asks for cards and snapshot lists on every rerun, so they are read once per
+    process; ``gptviz train`` writing new ones makes the next read see them (forget_assets)."""
+    import shutil
+
+    from gptviz import checkpoints
+
+    for f in ("gpt2-style.json",):
+        shutil.copy(ASSETS / f, tmp_path / f)
+    (tmp_path / "gpt2-style-snapshots").mkdir()
+    monkeypatch.setattr(checkpoints, "ASSETS", tmp_path)
+    checkpoints.forget_assets()
+    try:
+        assert bundled_card("gpt2-style")["name"] == "gpt2-style" and bundled_snapshots("gpt2-style") == []
+        (tmp_path / "gpt2-style.json").write_text('{"name": "retrained"}')
+        (tmp_path / "gpt2-style-snapshots" / "step000005.safetensors").write_bytes(b"")
+        assert bundled_card("gpt2-style")["name"] == "gpt2-style"  # cached
+        checkpoints.forget_assets()
+        assert bundled_card("gpt2-style")["name"] == "retrained" and bundled_snapshots("gpt2-style") == [5]
+    finally:
+        monkeypatch.undo()
+        checkpoints.forget_assets()
