@@ -5,10 +5,11 @@ Storage policy (``precision``):
   everything else in float32; attention scores *and patterns* are derived on access from the
   stored (rotated) Q and K, in float32 (exact: the same product and softmax the model computes),
   so the forward pass can use PyTorch's fused attention and never writes ``[H, T, T]`` per
-  layer; logits stored as float16 *offsets from each row's maximum* plus that maximum in
-  float32, so the top of the distribution (what a page shows) keeps ~1e-3 precision. A layer
-  whose scores or pattern an extra hook touches (an intervention) keeps what flowed instead.
-  At GPT-2-small shape and 1,024 tokens this is ~0.8 GB instead of 2 GB.
+  layer; logits stored as float16 *offsets from each row's maximum within each block of
+  vocabulary columns* plus those maxima in float32, so the top of the distribution (what a page
+  shows) keeps ~1e-3 precision. A layer whose scores or pattern an extra hook touches (an
+  intervention) keeps what flowed instead. At GPT-2-small shape and 1,024 tokens this is
+  ~0.7 GB instead of 2 GB.
 - ``"full"``: every hook in float32 as the model produced it (parity tests, notebooks).
 
 Arrays are read-only, so one cached Trace can be shared by many sessions safely.
