@@ -103,14 +103,17 @@ def test_load_through_the_proxy_with_one_replica(tmp_path):
 
 def test_killing_a_replica_mid_run_the_sessions_come_back(cluster):
     _restart(cluster)
-    plans = load.make_plans(6, actions=6)
+    # Long enough that every session is still mid-run at the kill: 12 actions 1-2 s apart take
+    # 12-24 s even when the server answers in milliseconds (6 actions 0.5-1.5 s apart once
+    # finished before a kill at 6 s, and the test saw no reconnect at all).
+    plans = load.make_plans(6, actions=12)
 
     async def kill_one() -> None:
         await asyncio.sleep(6.0)  # every session has opened and is between actions
         await asyncio.to_thread(cluster.kill_replica, 0)
 
     report = asyncio.run(
-        load.drive(cluster.url, plans, think=(0.5, 1.5), ramp=1.0, duration=150, during=kill_one, timeout=60)
+        load.drive(cluster.url, plans, think=(1.0, 2.0), ramp=1.0, duration=150, during=kill_one, timeout=60)
     )
     print(f"\nfault test: {report['reconnects']} sessions reconnected, {report['recovered']} recovered their view")
     assert report["reconnects"] >= 1, report  # some sessions were on the killed replica
