@@ -76,12 +76,14 @@ def test_the_config_forwards_host_and_upgrade_and_hashes_a_cookie():
 
 def test_load_through_the_proxy_uses_both_replicas(cluster):
     _restart(cluster)
-    plans = load.make_plans(6, actions=3)
+    # Each session's route is a random cookie: with 6 sessions all of them landed on one replica
+    # 1 run in 32 (2 x 2^-6); with 16, 1 in 32,768.
+    plans = load.make_plans(16, actions=3)
     pids = [p.pid for p in cluster.procs]
     report = asyncio.run(load.drive(cluster.url, plans, think=(0.1, 0.4), ramp=1.0, duration=120, pids=pids))
     samples = report["error_samples"], report["mixed_samples"], report["lost_samples"]
     assert (report["errors"], report["mixed"], report["lost"]) == (0, 0, 0), samples
-    assert report["finished_sessions"] == 6
+    assert report["finished_sessions"] == 16
     assert set(report["sessions_per_upstream"]) == {f"127.0.0.1:{p}" for p in cluster.ports}, report
 
 
