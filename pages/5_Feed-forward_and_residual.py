@@ -4,7 +4,14 @@ import numpy as np
 import streamlit as st
 
 from gptviz import ui
-from gptviz.analysis.lens import direct_logit_attribution, layernorm_names, layernorm_view, logit_lens, norm_label
+from gptviz.analysis.lens import (
+    direct_logit_attribution,
+    layernorm_names,
+    layernorm_view,
+    lens_window,
+    logit_lens,
+    norm_label,
+)
 from gptviz.figures import residual as fig
 from gptviz.hooks import block_name
 
@@ -43,7 +50,9 @@ ui.chart(
     + f" Only the {min(top_n, cfg.d_mlp)} neurons with the largest activation anywhere in the prompt are drawn "
     f"(of {cfg.d_mlp:,}).",
 )
-pos = ui.slider(f"Token position (here and for {NORM} below)", 0, t.n_tokens - 1, "ff_pos", t.n_tokens - 1)
+pos = ui.slider(
+    f"Token position (here, for {NORM} and the logit lens below)", 0, t.n_tokens - 1, "ff_pos", t.n_tokens - 1
+)
 ui.chart(fig.top_neurons_bar(acts, pos, t.tokens, layer, projector=P), "ff_top_neurons")
 if gated:
     st.subheader("A gated feed-forward network: gate × up")
@@ -101,19 +110,33 @@ st.subheader("Logit lens: what would the model say if it stopped here?")
 
 
 @st.cache_data(max_entries=16, show_spinner="Decoding every layer…")
-def _lens(spec: str, text: str, _model, _trace):  # the model and trace are fixed by (spec, text)
-    return logit_lens(_model, _trace)
+def _lens(spec: str, text: str, first: int, stop: int, _model, _trace):  # model and trace fixed by (spec, text)
+    return logit_lens(_model, _trace, positions=range(first, stop))
 
 
-lens = _lens(ctx.spec, t.text, ctx.model, t)
+# Decoding costs one unembedding per layer and position (a large vocabulary makes it the page's
+# slowest step), and past MAX_CELL_TEXT_TOKENS columns the guesses no longer fit in the cells: by
+# default the lens decodes the window of positions up to the token position chosen above.
+window = lens_window(t.n_tokens, pos, fig.MAX_CELL_TEXT_TOKENS)
+if t.n_tokens > len(window) and ui.toggle(
+    f"Decode all {t.n_tokens} positions (slower; the guesses no longer fit in the cells)", "ff_lens_all"
+):
+    window = range(t.n_tokens)
+lens = _lens(ctx.spec, t.text, window.start, window.stop, ctx.model, t)
 how = f"through the final {NORM}" if cfg.final_ln else "the seed's stream is already normalized after every layer"
 tied = " With tied weights the first row mostly predicts the input token itself." if cfg.tie_weights else ""
+part = (
+    ""
+    if len(window) == t.n_tokens
+    else f" Shown: positions {window.start}–{window.stop - 1} of {t.n_tokens}, the {len(window)} up to the token "
+    "position chosen above (move it to see others)."
+)
 ui.chart(
     fig.logit_lens_heatmap(lens, t.tokens, projector=P),
     "ff_lens",
     caption=f"Each row decodes the residual stream after one layer with the model's own output layer ({how}). The "
     f"last row is the model's real prediction; colour is its probability. Long tokens are cut short (…): hover a "
-    f"cell for the whole token.{tied}",
+    f"cell for the whole token.{tied}{part}",
 )
 
 st.subheader("Direct logit attribution: who pushed the prediction?")

@@ -192,3 +192,52 @@ def test_logit_lens_in_vocabulary_blocks_equals_one_stage_at_a_time(run, monkeyp
         logp = torch.from_numpy(lens_logits(model, resid)).log_softmax(-1)
         np.testing.assert_array_equal(lens.top_ids[s], logp.argmax(-1).numpy())
         np.testing.assert_allclose(lens.top_probs[s], logp.max(-1).values.exp().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_logit_lens_of_a_window_equals_those_columns_of_the_whole_lens(run):
+    """A window of positions decodes exactly the columns it names (the page decodes only the
+    positions it shows), and its figure numbers the columns as in the prompt."""
+    from gptviz.figures.residual import logit_lens_heatmap
+
+    model, t = run
+    whole = logit_lens(model, t)
+    part = logit_lens(model, t, positions=range(2, 6))
+    assert part.first == 2 and part.positions == range(2, 6)
+    np.testing.assert_array_equal(part.top_ids, whole.top_ids[:, 2:6])
+    np.testing.assert_allclose(part.top_probs, whole.top_probs[:, 2:6], rtol=1e-5, atol=1e-7)
+    assert part.top_tokens == [row[2:6] for row in whole.top_tokens]
+    assert (
+        list(logit_lens_heatmap(part, t.tokens).data[0].x) == list(logit_lens_heatmap(whole, t.tokens).data[0].x)[2:6]
+    )
+    for bad in (range(0, 0), range(3, t.n_tokens + 1), range(0, 4, 2)):
+        with pytest.raises(ValueError, match="positions"):
+            logit_lens(model, t, positions=bad)
+
+
+def test_lens_window_ends_at_the_chosen_position_and_stays_inside_the_prompt():
+    from gptviz.analysis.lens import lens_window
+
+    assert lens_window(100, 99, 40) == range(60, 100)
+    assert lens_window(100, 50, 40) == range(11, 51)
+    assert lens_window(100, 3, 40) == range(0, 40)  # near the start: the first 40
+    assert lens_window(10, 9, 40) == range(0, 10)  # a short prompt: all of it
+    assert lens_window(1, 0, 40) == range(0, 1)
+
+
+def test_page_decodes_a_window_of_a_long_prompt_and_all_of_it_on_request(bundled):
+    long = " ".join(["The cat sat on the mat."] * 12)  # more tokens than the window
+    n = gptviz.run(bundled, long).n_tokens
+    assert n > 40
+    at = open_page(PAGE, model=MODEL, prompt=long, ff_pos=str(n - 11))
+    assert_ok(at)
+    x = figures(at)["ff_lens"]["data"][0]["x"]
+    assert [int(c.split(":")[0]) for c in x] == list(range(n - 50, n - 10))  # the 40 up to the chosen position
+    whole = logit_lens(bundled, gptviz.run(bundled, long))
+    z = decode(figures(at)["ff_lens"]["data"][0]["z"])
+    np.testing.assert_allclose(z, whole.top_probs[:, n - 50 : n - 10], rtol=1e-4, atol=1e-6)
+    at.toggle(key="w_ff_lens_all").set_value(True).run()
+    assert_ok(at)
+    assert len(figures(at)["ff_lens"]["data"][0]["x"]) == n
+    short = open_page(PAGE, model=MODEL, prompt=PROMPT)
+    assert_ok(short)
+    assert not [w for w in short.toggle if w.key == "w_ff_lens_all"]  # nothing to choose: every position is shown

@@ -45,11 +45,12 @@ def token_labels(tokens: Sequence[str], numbered: bool = False) -> list[str]:
     return [f"{i}:{label(t)}" if numbered else label(t) for i, t in enumerate(tokens)]
 
 
-def token_categories(tokens: Sequence[str]) -> list[str]:
+def token_categories(tokens: Sequence[str], first: int = 0) -> list[str]:
     """Category names for a token axis: ``"position: token"``, unique, so Plotly keeps repeated
     tokens apart, and the hover text can name each cell's tokens from the axes alone (per-cell
-    label strings would cost O(rows × cols) to build and to encode as JSON)."""
-    return [f"{i}: {label(t)}" for i, t in enumerate(tokens)]
+    label strings would cost O(rows × cols) to build and to encode as JSON). ``first``: the
+    prompt position of ``tokens[0]`` when the axis shows a window of the prompt."""
+    return [f"{i}: {label(t)}" for i, t in enumerate(tokens, start=first)]
 
 
 def token_axis(
@@ -158,8 +159,10 @@ def heatmap(
     projector: bool = False,
     height: int | None = None,
     hovertemplate: str | None = None,
+    x_first: int = 0,
 ) -> go.Figure:
-    """A heatmap whose token axes (if given) are positions labelled with escaped token text."""
+    """A heatmap whose token axes (if given) are positions labelled with escaped token text
+    (``x_first``: the prompt position of the first column, for a window of the prompt)."""
     z = np.asarray(z, dtype=np.float32)
     kw: dict = {}
     if diverging:
@@ -175,7 +178,7 @@ def heatmap(
         f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>{hover}: %{{z:.4f}}<extra></extra>"
     )
     # token axes are categories "position: token": the hover names both tokens of a cell
-    x = token_categories(x_tokens) if x_tokens is not None else None
+    x = token_categories(x_tokens, x_first) if x_tokens is not None else None
     y = token_categories(y_tokens) if y_tokens is not None else None
     fig = go.Figure(go.Heatmap(z=z, x=x, y=y, hovertemplate=hovertemplate, **kw))
     fig.update_layout(title={"text": title})

@@ -277,17 +277,20 @@ def logit_lens_heatmap(lens: LogitLens, tokens: Sequence[str], *, projector: boo
 
     The guesses are written in the cells (up to ``MAX_CELL_TEXT_TOKENS`` positions) as a text
     layer on top, cut to what fits a cell (at most ``CELL_TEXT_CHARS`` characters), dark on light
-    cells and white on dark ones; hover shows the whole token."""
+    cells and white on dark ones; hover shows the whole token. ``tokens``: the whole prompt's;
+    a lens of a window of positions (``lens.first``...) draws those columns, numbered as in the
+    prompt."""
     rows, T = lens.top_probs.shape
     fig = _stage_heatmap(
         lens.top_probs,
         lens.labels,
-        tokens,
+        list(tokens)[lens.first : lens.first + T],
         "top guess %{text}: p = %{z:.3f}",
         zmin=0.0,
         zmax=1.0,
         title="Logit lens: the most likely next token if the model stopped after each layer",
         projector=projector,
+        x_first=lens.first,
     )
     fig.data[0].text = np.asarray([[label(s) for s in row] for row in lens.top_tokens], dtype=object)
     fig.data[0].colorbar = {"title": {"text": "p"}}
