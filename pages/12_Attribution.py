@@ -41,8 +41,12 @@ if ui.toggle("Contrastive: why this token rather than another?", "attr_contrasti
         st.stop()
 fixed = [0] if getattr(tok, "adds_bos", False) and ids and ids[0] == tok.bos_id else []
 key = ("attr", ctx.spec, tuple(ids), method, target, contrast, steps, tuple(fixed))
+progress, slot = rui.progress_bar("Integrating gradients: steps")
 with st.spinner("Attributing…"):
-    attr = rui.cached(key, lambda: at.attribute(ctx.model, ids, target, method, contrast, len(ids) - 1, steps, fixed))
+    attr = rui.cached(
+        key, lambda: at.attribute(ctx.model, ids, target, method, contrast, len(ids) - 1, steps, fixed, progress)
+    )
+slot.empty()
 what = repr(tok.token_str(target)) + (f" rather than {tok.token_str(contrast)!r}" if contrast is not None else "")
 st.markdown(ui.md_text(f"Explaining the logit of {what} after the last token."))
 ui.chart(figures.attribution_tokens(attr, tokens, projector=proj), "attr_tokens",

@@ -30,6 +30,19 @@ def test_integrated_gradients_equal_captum_and_are_complete(kind):
     assert abs(gap) > 1e-3 and np.abs(ig.scores).max() > 1e-4  # there is something to attribute
 
 
+def test_integrated_gradients_report_progress_per_batch_and_give_the_same_result():
+    """The page shows a progress bar over the integration steps (tens of seconds at GPT-2-small
+    size): one call per batch, increasing, ending at ``steps``; reporting changes nothing."""
+    model, calls = tiny_model("gpt2", seed=5), []
+    ig = at.integrated_gradients(model, IDS, TARGET, steps=16, batch_size=6, progress=lambda d, n: calls.append((d, n)))
+    assert calls == [(6, 16), (12, 16), (16, 16)]
+    quiet = at.attribute(model, IDS, TARGET, "integrated_gradients", steps=16)
+    np.testing.assert_allclose(ig.scores, quiet.scores, atol=1e-5)
+    calls.clear()
+    at.attribute(model, IDS, TARGET, "integrated_gradients", steps=8, progress=lambda d, n: calls.append((d, n)))
+    assert calls and calls[-1] == (8, 8)
+
+
 def test_contrastive_and_fixed_positions():
     model = tiny_model("gpt2", seed=5)
     a = at.integrated_gradients(model, IDS, TARGET, steps=16)

@@ -129,6 +129,13 @@ def test_a_planted_copying_head_carries_the_strongest_path():
     assert not ((plain.kind == "head") & (plain["head"] == head) & (plain.src_pos == src)).any()
 
 
+def test_progress_is_reported_after_each_layer():
+    model, calls = small("gpt2"), []
+    fl.information_flow(model, IDS[:4], progress=lambda d, n: calls.append((d, n)))
+    L = model.cfg.n_layer
+    assert calls == [(i + 1, L) for i in range(L)]
+
+
 def test_token_cap():
     with pytest.raises(fl.FlowError, match="at most 4"):
         fl.information_flow(tiny_model("gpt2"), IDS, max_tokens=4)

@@ -17,7 +17,7 @@ token) keep their embedding along the whole path, so their attribution is 0 by c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -165,10 +165,12 @@ def integrated_gradients(
     steps: int = DEFAULT_STEPS,
     fixed: Sequence[int] = (),
     batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Attribution:
     """Integrated gradients of ``f`` from the zero-embedding baseline to the prompt's embeddings
     (``steps`` Gauss–Legendre points, ``batch_size`` of them per forward pass; ``None``: as many
-    as keep the logits under ``BATCH_BUDGET_BYTES``)."""
+    as keep the logits under ``BATCH_BUDGET_BYTES``). ``progress(done, steps)`` after each batch:
+    at GPT-2-small size and a long prompt the whole integral takes tens of seconds."""
     _check(model, ids, pos)
     if not 1 <= steps <= MAX_STEPS:
         raise AttributionError(f"steps must be 1..{MAX_STEPS}, not {steps}")
@@ -189,6 +191,8 @@ def integrated_gradients(
             emb = (base[None] + a[:, None, None] * (x - base)[None]).requires_grad_(True)
             (grad,) = torch.autograd.grad(f(emb).sum(), emb)
             total += (w[:, None, None] * grad).sum(0)
+            if progress is not None:
+                progress(min(s + bs, steps), steps)
     per_dim = ((x - base) * total).detach()
     with torch.no_grad():
         ends = f(torch.stack([x, base]))
@@ -207,10 +211,12 @@ def attribute(
     pos: int = -1,
     steps: int = DEFAULT_STEPS,
     fixed: Sequence[int] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> Attribution:
-    """One entry point for the page and notebooks: ``method`` picks the function above."""
+    """One entry point for the page and notebooks: ``method`` picks the function above
+    (``progress`` reports integration steps; gradient × input is one pass and reports none)."""
     if method == "gradient_x_input":
         return gradient_x_input(model, ids, target, contrast, pos, fixed)
     if method == "integrated_gradients":
-        return integrated_gradients(model, ids, target, contrast, pos, steps, fixed)
+        return integrated_gradients(model, ids, target, contrast, pos, steps, fixed, progress=progress)
     raise AttributionError(f"unknown method {method!r}")
