@@ -92,19 +92,13 @@ def qwen_folder(tmp: Path, quick: bool) -> Path:
     import transformers
 
     sys.path.insert(0, str(ROOT / "tests"))
+    from common import QWEN25_05B
     from hf_families import tokenizer_json
 
-    sizes = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, vocab_size=151936)
+    shape = dict(QWEN25_05B)
     if quick:
-        sizes = dict(hidden_size=56, intermediate_size=96, num_hidden_layers=2, vocab_size=512)
-    cfg = transformers.Qwen2Config(
-        **sizes,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        rope_theta=1e6,
-        max_position_embeddings=32768,
-    )
+        shape.update(hidden_size=56, intermediate_size=96, num_hidden_layers=2, vocab_size=512)
+    cfg = transformers.Qwen2Config(**shape)
     torch.manual_seed(0)
     model = transformers.Qwen2ForCausalLM(cfg).to(torch.bfloat16)
     folder = tmp / "qwen"
