@@ -128,8 +128,8 @@ tied = " With tied weights the first row mostly predicts the input token itself.
 part = (
     ""
     if len(window) == t.n_tokens
-    else f" Shown: positions {window.start}–{window.stop - 1} of {t.n_tokens}, the {len(window)} up to the token "
-    "position chosen above (move it to see others)."
+    else f" Shown: positions {window.start}–{window.stop - 1} of {t.n_tokens}, a window of {len(window)} that ends at "
+    "the token position chosen above, or starts at 0 (move it to see others)."
 )
 ui.chart(
     fig.logit_lens_heatmap(lens, t.tokens, projector=P),
