@@ -63,8 +63,13 @@ def by_hand(model: GPT, ids: list[int]) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "seed"])
-def test_contributions_and_weights_equal_the_hand_computation(kind):
+@pytest.mark.parametrize("rows", [None, 3, 1])
+def test_contributions_and_weights_equal_the_hand_computation(kind, rows, monkeypatch):
+    """``rows``: query rows per block of contributions (None: the default, all 4 at once; 3:
+    a block that does not divide the prompt; 1: one row at a time)."""
     model, ids = small(kind), IDS[:4]
+    if rows is not None:
+        monkeypatch.setattr(fl, "_CHUNK_ELEMENTS", rows * len(ids) * model.cfg.d_model)
     want = by_hand(model, ids)
     # the hand decomposition is the attention output: heads x sources, plus the bias once
     np.testing.assert_allclose(want["e"].sum(axis=(0, 2)) + want["b_O"], want["a_out"], atol=1e-5)
