@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import table
+from common import interleaved, table
 
 import gptviz
 from gptviz.analysis import attribution as at
@@ -93,10 +93,11 @@ def measure(name: str, model: GPT, T: int, T_flow: int, repeats: int, heads: boo
     acts = fl._capture(model, page_ids)
     layers = [(acts["pattern", i], fl.head_outputs(model, acts["v", i], i).float(),
                acts["resid_pre", i] + acts["attn_out", i]) for i in range(cfg.n_layer)]  # fmt: skip
-    fast = seconds(lambda: [fl._head_proximities(*a) for a in layers], max(1, repeats // 2))
-    plain = seconds(lambda: [plain_head_proximities(*a) for a in layers], max(1, repeats // 2))
-    row(f"flow: head proximities, every layer, T={T_page}", fast, None,
-        f"{fast / plain:.2f}x the plain block loop ({plain:.2f} s), same run")  # fmt: skip
+    both = interleaved({"fast": lambda: [fl._head_proximities(*a) for a in layers],
+                        "plain": lambda: [plain_head_proximities(*a) for a in layers]}, max(3, repeats))  # fmt: skip
+    row(f"flow: head proximities, every layer, T={T_page}", both["fast"], None,
+        f"{both['fast'] / both['plain']:.2f}x the plain block loop ({both['plain']:.2f} s), "
+        "medians, interleaved")  # fmt: skip
     return rows
 
 
