@@ -249,7 +249,7 @@ def _head_proximities(A: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> to
     """``proximity(A[h, i, j] · out[h, j], y[i])`` for every head ``h``, target ``i`` and
     source ``j``, ``[H, T, T]``, without ever holding the ``[H, T, T, D]`` contributions.
 
-    Why it is shaped so (0.15-0.2x the time of a plain block loop at GPT-2-small shape and
+    Why it is shaped so (0.1-0.2x the time of a plain block loop at GPT-2-small shape and
     128 tokens; ``benchmarks/patching.py`` prints both): a block of ``_CHUNK_ELEMENTS`` stays
     in the CPU's cache from ``y − A·out`` to its L1 norm (taken in place); sources after the
     block's last row are skipped, since their pattern weight is zero (causal) and their
