@@ -90,6 +90,7 @@ def test_tau_zero_keeps_every_edge_and_pruning_keeps_a_connected_graph():
     L, H, T = 2, 4, len(IDS)
     every = L * (H * T * (T + 1) // 2 + 3 * T)
     assert len(g.edges(0.0)) == every
+    assert (np.triu(g.attn, 1) == 0).all()  # no head reads a later position
     # pruned from the last prediction: every edge below the last layer, and in the last layer
     # the edges into its last position (H heads x T sources + residual, then residual + FFN)
     assert len(g.graph(-1, 0.0)) == (L - 1) * (H * T * (T + 1) // 2 + 3 * T) + H * T + 3

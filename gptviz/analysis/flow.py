@@ -265,7 +265,7 @@ def _head_proximities(A: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> to
             rest = y[i0:i1, None] - A[h, i0:i1, :i1, None] * out[h, None, :i1]  # y − e, [rows, i1, D]
             near = y_norm[i0:i1, None] - rest.abs_().sum(-1)  # [rows, i1]
             prox[h, i0:i1, :i1] = near.clamp_min_(0.0)
-    return prox
+    return prox.tril_()  # later sources: 0 by the mask, not by two sums' rounding agreeing
 
 
 def _causal(T: int) -> np.ndarray:
